@@ -1,0 +1,201 @@
+"""The acceptance path: durable, idempotent, validated, and nothing changes on refusal."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+from pycrdt import Doc
+from sqlalchemy import func, select
+
+from conflict_rules.hlc import format_ts
+from schema import documents as D
+from schema import tables as t
+from syncd.errors import (ClientIdConflict, ClockSkew, Forbidden, MalformedUpdate, MissingDependencies,
+                          SchemaViolation, UpdateTooLarge)
+
+from engine_helpers import BareDevice, job_doc, customer_doc  # type: ignore[import-not-found]
+
+
+async def count(db, table) -> int:
+    async with db.connect() as conn:
+        return (await conn.execute(select(func.count()).select_from(table))).scalar_one()
+
+
+async def rows(db, table):
+    async with db.connect() as conn:
+        return [dict(r._mapping) for r in (await conn.execute(select(table))).all()]
+
+
+async def test_push_is_durable_projected_and_evented(engine, db_engine, office):
+    doc_id = job_doc()
+    cust = str(uuid.uuid4())
+    u = office.set_fields(doc_id, customer_id=cust, title="Kitchen remodel", status="scheduled",
+                          owner_id=office.principal.user_id, estimate=12000)
+    ack = await engine.push(office.principal, doc_id, u)
+    assert ack.seq > 0 and not ack.duplicate
+    jobs = await rows(db_engine, t.jobs)
+    assert len(jobs) == 1
+    assert jobs[0]["title"] == "Kitchen remodel" and jobs[0]["status"] == "scheduled"
+    assert jobs[0]["estimate"] == 12000 and jobs[0]["customer_id"] == cust
+    events = await rows(db_engine, t.events)
+    assert [e["type"] for e in events] == ["job.created"]
+    assert events[0]["actor"] == office.principal.user_id
+    heads = await rows(db_engine, t.doc_heads)
+    assert heads[0]["last_seq"] == heads[0]["projected_seq"] == ack.seq
+
+
+async def test_same_update_twice_gives_one_entry_and_the_same_answer(engine, db_engine, office):
+    doc_id = job_doc()
+    u = office.set_fields(doc_id, title="Deck")
+    a1 = await engine.push(office.principal, doc_id, u)
+    a2 = await engine.push(office.principal, doc_id, u)
+    assert a2.seq == a1.seq and a2.duplicate
+    assert await count(db_engine, t.oplog) == 1
+
+
+async def test_status_change_and_material_events(engine, db_engine, office):
+    doc_id = job_doc()
+    mid = D.new_id()
+    await engine.push(office.principal, doc_id, office.set_fields(doc_id, title="Bath", status="scheduled"))
+    await engine.push(office.principal, doc_id, office.edit(doc_id, lambda d, s: (
+        D.write_material_field(d, mid, "name", "2x4 studs", **s),
+        D.write_material_field(d, mid, "quantity", 12, **s))))
+    await engine.push(office.principal, doc_id, office.edit(doc_id, lambda d, s: D.write_material_field(
+        d, mid, "purchased", True, **s)))
+    await engine.push(office.principal, doc_id, office.set_fields(doc_id, status="in_progress"))
+    types = [e["type"] for e in await rows(db_engine, t.events)]
+    assert types == ["job.created", "material.added", "material.purchased", "job.status_changed"]
+    mats = await rows(db_engine, t.materials)
+    assert mats[0]["purchased"] is True and mats[0]["quantity"] == 12
+
+
+@pytest.mark.parametrize("bad", [b"", b"\x01", os.urandom(64), b"\xff" * 40])
+async def test_malformed_bytes_are_refused_and_change_nothing(engine, db_engine, office, bad):
+    doc_id = job_doc()
+    await engine.push(office.principal, doc_id, office.set_fields(doc_id, title="Roof"))
+    before = await count(db_engine, t.oplog)
+    with pytest.raises(MalformedUpdate):
+        await engine.push(office.principal, doc_id, bad)
+    assert await count(db_engine, t.oplog) == before
+    assert (await engine.view(doc_id)).record["title"] == "Roof"
+
+
+async def test_truncated_update_is_refused(engine, office):
+    doc_id = job_doc()
+    u = office.set_fields(doc_id, title="Garage", description="x" * 100)
+    for cut in (1, len(u) // 2, len(u) - 1):
+        with pytest.raises(MalformedUpdate):
+            await engine.push(office.principal, doc_id, u[:cut])
+
+
+async def test_oversize_update_is_refused(engine, office):
+    with pytest.raises(UpdateTooLarge):
+        await engine.push(office.principal, job_doc(), b"\x00" * (engine.config.max_update_bytes + 1))
+
+
+async def test_schema_violation_refused_whole_and_document_rebuilt(engine, db_engine, office):
+    doc_id = job_doc()
+    await engine.push(office.principal, doc_id, office.set_fields(doc_id, title="Porch", status="lead"))
+    n = await count(db_engine, t.oplog)
+    bad = BareDevice(office.principal.user_id, "office", office.principal.device_id, office.client_id)
+    bad.docs = office.docs  # same device, same replica
+    u = office.set_fields(doc_id, title="Porch v2", status="teleported")
+    with pytest.raises(SchemaViolation) as ei:
+        await engine.push(office.principal, doc_id, u)
+    assert ei.value.details and ei.value.details[0]["field"] == "job.status"
+    assert await count(db_engine, t.oplog) == n
+    view = await engine.view(doc_id)
+    assert view.record["title"] == "Porch" and view.record["status"] == "lead"
+    # the server's copy holds no trace of the refused content
+    assert "teleported" not in str((engine._docs[doc_id]).to_json())
+
+
+async def test_forged_author_is_refused(engine, db_engine, office, crew, owner):
+    doc_id = job_doc()
+    await engine.push(office.principal, doc_id, office.set_fields(doc_id, title="Fence", status="scheduled"))
+    crew.apply(doc_id, (await engine.pull(crew.principal, doc_id)).update)
+    forged = crew.edit(doc_id, lambda d, s: D.write_field(
+        d, "status", "on_hold", ts=s["ts"], device=s["device"], author=owner.principal.user_id, role="owner"))
+    with pytest.raises(Forbidden):
+        await engine.push(crew.principal, doc_id, forged)
+    assert (await engine.view(doc_id)).record["status"] == "scheduled"
+    # claiming another device id in the key is refused too
+    other_dev = crew.edit(doc_id, lambda d, s: D.write_field(
+        d, "title", "Fence!", ts=s["ts"], device="someone-elses-phone", author=s["author"], role=s["role"]))
+    with pytest.raises(Forbidden):
+        await engine.push(crew.principal, doc_id, other_dev)
+
+
+async def test_deleting_a_write_without_rewriting_the_field_is_refused(engine, office):
+    doc_id = job_doc()
+    await engine.push(office.principal, doc_id, office.set_fields(doc_id, title="Shed", address="1 Main St"))
+
+    def vandal(d, s):
+        from pycrdt import Map
+        m = d.get("fields", type=Map)
+        for k in [k for k in m.keys() if k.startswith("address/")]:
+            del m[k]
+    with pytest.raises(Forbidden):
+        await engine.push(office.principal, doc_id, office.edit(doc_id, vandal))
+    assert (await engine.view(doc_id)).record["address"] == "1 Main St"
+
+
+async def test_out_of_order_updates_are_held_back_not_lost(engine, db_engine, office):
+    doc_id = job_doc()
+    u1 = office.set_fields(doc_id, title="A")
+    u2 = office.set_fields(doc_id, title="B", address="2 Oak Ave")
+    u3 = office.set_fields(doc_id, description="third")
+    with pytest.raises(MissingDependencies) as ei:
+        await engine.push(office.principal, doc_id, u2)
+    assert ei.value.details["state_vector"] is not None
+    assert await count(db_engine, t.oplog) == 0
+    await engine.push(office.principal, doc_id, u1)
+    with pytest.raises(MissingDependencies):
+        await engine.push(office.principal, doc_id, u3)
+    await engine.push(office.principal, doc_id, u2)
+    await engine.push(office.principal, doc_id, u3)
+    rec = (await engine.view(doc_id)).record
+    assert rec == {"title": "B", "address": "2 Oak Ave", "description": "third"}
+
+
+async def test_client_id_bound_to_one_device(engine, office, db_engine):
+    doc_id = job_doc()
+    await engine.push(office.principal, doc_id, office.set_fields(doc_id, title="X"))
+    thief = BareDevice(office.principal.user_id, "office", client_id=office.client_id)
+    other_doc = job_doc()
+    with pytest.raises(ClientIdConflict):
+        await engine.push(thief.principal, other_doc, thief.set_fields(other_doc, title="Y"))
+
+
+async def test_clock_a_day_fast_is_refused(engine, office):
+    doc_id = job_doc()
+    fast = format_ts(office.hlc.physical_ms() + 24 * 3600 * 1000, 0)
+    u = office.edit(doc_id, lambda d, s: D.write_field(d, "title", "From the future", **{**s, "ts": fast}))
+    with pytest.raises(ClockSkew) as ei:
+        await engine.push(office.principal, doc_id, u)
+    assert "server_time_ms" in ei.value.details
+
+
+async def test_unknown_user_is_refused(engine):
+    dev = BareDevice(str(uuid.uuid4()), "owner")
+    doc_id = customer_doc()
+    with pytest.raises(Forbidden):
+        await engine.push(dev.principal, doc_id, dev.set_fields(doc_id, name="Ghost"))
+
+
+async def test_nested_shared_types_and_foreign_roots_are_refused(engine, office):
+    from pycrdt import Map, Text
+    doc_id = job_doc()
+    d = Doc(client_id=office.client_id + 7)
+    with d.transaction():
+        d.get("evil", type=Map)["x"] = 1
+    dev = BareDevice(office.principal.user_id, "office", office.principal.device_id + "x", office.client_id + 7)
+    with pytest.raises(MalformedUpdate):
+        await engine.push(dev.principal, doc_id, d.get_update())
+    d2 = Doc(client_id=office.client_id + 9)
+    with d2.transaction():
+        d2.get("fields", type=Map)[f"title/{office.hlc.now()}/{dev.principal.device_id}"] = Text("hi")
+    with pytest.raises(MalformedUpdate):
+        await engine.push(dev.principal, doc_id, d2.get_update())
