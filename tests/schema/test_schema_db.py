@@ -235,22 +235,19 @@ async def test_migrate_concurrently_from_empty(tmp_path: Path) -> None:
         await engine.dispose()
 
 
-@pytest.mark.postgres
-async def test_migrate_concurrently_from_empty_postgres(tmp_path: Path) -> None:
-    from conftest import _create_pg_database, _drop_pg_database, postgres_available, require_service
+async def test_migrate_concurrently_from_empty_postgres(pg_url: str) -> None:
+    from alembic import command
 
-    require_service("postgres", postgres_available)
-    name, url = await _create_pg_database()
+    from schema.db import alembic_config
+
+    await asyncio.to_thread(command.downgrade, alembic_config(pg_url), "base")
+    await asyncio.gather(*(migrate(pg_url) for _ in range(3)))  # serialized by an advisory lock
+    engine = create_engine(pg_url)
     try:
-        await asyncio.gather(*(migrate(url) for _ in range(3)))
-        engine = create_engine(url)
-        try:
-            async with engine.connect() as conn:
-                assert await conn.run_sync(_diff) == []
-        finally:
-            await engine.dispose()
+        async with engine.connect() as conn:
+            assert await conn.run_sync(_diff) == []
     finally:
-        await _drop_pg_database(name)
+        await engine.dispose()
 
 
 def test_migrate_sync_and_downgrade(tmp_path: Path) -> None:
