@@ -121,7 +121,10 @@ async def test_forged_author_is_refused(engine, db_engine, office, crew, owner):
     with pytest.raises(Forbidden):
         await engine.push(crew.principal, doc_id, forged)
     assert (await engine.view(doc_id)).record["status"] == "scheduled"
-    # claiming another device id in the key is refused too
+    # claiming another device id in the key is refused too (from a clean replica: the first
+    # device's own document still holds its refused edit, which the server never accepted)
+    crew = BareDevice(crew.principal.user_id, "crew")
+    crew.apply(doc_id, (await engine.pull(crew.principal, doc_id)).update)
     other_dev = crew.edit(doc_id, lambda d, s: D.write_field(
         d, "title", "Fence!", ts=s["ts"], device="someone-elses-phone", author=s["author"], role=s["role"]))
     with pytest.raises(Forbidden):
