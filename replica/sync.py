@@ -1,0 +1,196 @@
+"""Push and pull over any ``syncd.protocol.SyncTransport``.
+
+Push: the outbox is sent one document at a time, **merged into one update per document**
+(``pycrdt.merge_updates`` of the doc's unacked updates, oldest first): one round trip and one
+server commit per document, and a merge never has the out-of-order hazard. The PushAck marks
+exactly the rows that were merged as acknowledged, in one SQLite commit (edits made while the
+push was in flight stay in the outbox). Fallbacks:
+
+- ``MissingDependencies``: the merged outbox builds on content the server lacks (it lost or
+  never stored an update this device counts as delivered). The doc is re-sent as everything
+  the server lacks: ``doc.get_update(server state vector)`` when the error carries one, else
+  the full state. Either is a superset of the merged outbox and always integrable.
+- ``UpdateTooLarge`` with several rows: the rows are sent one by one, in order, each acked
+  as it goes.
+- any other ``SyncError``: that document stops, its updates stay in the outbox (an
+  unacknowledged update is never dropped) and the error is reported; other documents go on.
+
+Pull: for each document, the state vector and the stored cursor are sent. The answer is
+applied only if ``syncd.update_scan`` says it integrates completely; otherwise (a log tail
+with a gap) a state-vector pull (``since_seq=None``) is requested and applied instead. After
+an apply the state vector must cover the update (else ``IntegrityError``, nothing stored).
+The update, the cursor and the clock are stored in one commit. Documents the server no longer
+lists are dropped unless they still have unacknowledged local updates (then kept and reported).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pycrdt import merge_updates
+
+from syncd.errors import MissingDependencies, SyncError, UpdateTooLarge
+from syncd.protocol import SyncTransport
+from syncd.update_scan import ScanError
+
+from .errors import NotIntegrable, ReplicaError
+from .store import OutboxRow
+
+if TYPE_CHECKING:
+    from .core import ReplicaCore
+
+__all__ = ["PushReport", "PullReport", "SyncReport", "push", "pull", "sync"]
+
+
+class _Report:
+    errors: dict[str, Exception]
+
+    @property
+    def ok(self) -> bool:
+        """True when no document failed."""
+        return not self.errors
+
+    def raise_for_errors(self) -> None:
+        """Raise the failures as one ExceptionGroup (nothing if all went well)."""
+        if self.errors:
+            raise ExceptionGroup(f"{len(self.errors)} document(s) failed to sync", list(self.errors.values()))
+
+
+@dataclass
+class PushReport(_Report):
+    """What a push did: acknowledged update counts, duplicates and errors, by document."""
+
+    pushed: dict[str, int] = field(default_factory=dict)  # doc_id -> outbox updates acknowledged
+    duplicates: list[str] = field(default_factory=list)  # docs the server already had
+    resent_full: list[str] = field(default_factory=list)  # docs re-sent after MissingDependencies
+    errors: dict[str, Exception] = field(default_factory=dict)
+
+
+@dataclass
+class PullReport(_Report):
+    """What a pull did, by document."""
+
+    changed: list[str] = field(default_factory=list)  # new content applied
+    unchanged: list[str] = field(default_factory=list)
+    full_pulls: list[str] = field(default_factory=list)  # re-pulled by state vector after a gap
+    dropped: list[str] = field(default_factory=list)  # no longer listed: removed from the device
+    kept: list[str] = field(default_factory=list)  # no longer listed, but local updates wait
+    errors: dict[str, Exception] = field(default_factory=dict)
+
+
+@dataclass
+class SyncReport:
+    """A push report and a pull report."""
+
+    push: PushReport
+    pull: PullReport
+
+    @property
+    def ok(self) -> bool:
+        return self.push.ok and self.pull.ok
+
+    def raise_for_errors(self) -> None:
+        """Raise every failure of both phases as one ExceptionGroup."""
+        errors = [*self.push.errors.values(), *self.pull.errors.values()]
+        if errors:
+            raise ExceptionGroup(f"{len(errors)} document sync(s) failed", errors)
+
+
+def _merged(rows: list[OutboxRow]) -> bytes:
+    return rows[0][2] if len(rows) == 1 else merge_updates(*(r[2] for r in rows))
+
+
+def _server_state_vector(details: Any) -> bytes:
+    """The server's state vector from MissingDependencies details; the empty one if absent."""
+    sv = details.get("state_vector") if isinstance(details, dict) else None
+    if isinstance(sv, (bytes, bytearray)):
+        return bytes(sv)
+    if isinstance(sv, str):
+        try:
+            return bytes.fromhex(sv)
+        except ValueError:
+            pass
+    return b"\x00"
+
+
+async def _push_doc(replica: ReplicaCore, transport: SyncTransport, doc_id: str, rows: list[OutboxRow],
+                    report: PushReport) -> None:
+    try:
+        ack = await transport.push(doc_id, _merged(rows))
+    except MissingDependencies as e:
+        rows = await replica.pending(doc_id)
+        update = replica.doc(doc_id).get_update(_server_state_vector(e.details))
+        ack = await transport.push(doc_id, update)
+        report.resent_full.append(doc_id)
+    except UpdateTooLarge:
+        if len(rows) == 1:
+            raise
+        for row in rows:
+            ack = await transport.push(doc_id, row[2])
+            await replica._acknowledge(doc_id, [row[0]], ack.server_time)
+            report.pushed[doc_id] = report.pushed.get(doc_id, 0) + 1
+        return
+    await replica._acknowledge(doc_id, [r[0] for r in rows], ack.server_time)
+    report.pushed[doc_id] = len(rows)
+    if ack.duplicate:
+        report.duplicates.append(doc_id)
+
+
+async def push(replica: ReplicaCore, transport: SyncTransport) -> PushReport:
+    """Send the outbox, one merged update per document (see the module docstring)."""
+    report = PushReport()
+    by_doc: dict[str, list[OutboxRow]] = {}
+    for row in await replica.pending():
+        by_doc.setdefault(row[1], []).append(row)
+    for doc_id, rows in by_doc.items():
+        try:
+            await _push_doc(replica, transport, doc_id, rows, report)
+        except SyncError as e:
+            report.errors[doc_id] = e
+    return report
+
+
+async def _pull_doc(replica: ReplicaCore, transport: SyncTransport, doc_id: str, report: PullReport) -> None:
+    known = replica.has_doc(doc_id)
+    sv = replica.doc(doc_id).get_state() if known else b"\x00"
+    cursor = await replica.cursor(doc_id) if known else None
+    res = await transport.pull(doc_id, sv, cursor)
+    try:
+        changed = await replica._apply_remote(doc_id, res.update, res.seq, res.server_time)
+    except NotIntegrable:
+        # A gap (e.g. a log tail past what we hold): never apply piecemeal; ask for everything
+        # we lack relative to our state vector instead.
+        sv = replica.doc(doc_id).get_state() if replica.has_doc(doc_id) else b"\x00"
+        res = await transport.pull(doc_id, sv, None)
+        changed = await replica._apply_remote(doc_id, res.update, res.seq, res.server_time)
+        report.full_pulls.append(doc_id)
+    (report.changed if changed else report.unchanged).append(doc_id)
+
+
+async def pull(replica: ReplicaCore, transport: SyncTransport, doc_ids: list[str] | None = None) -> PullReport:
+    """Fetch and apply what this device lacks of ``doc_ids`` (default: every listed doc).
+
+    With the default list, local documents the server no longer lists are dropped (kept and
+    reported in ``kept`` while they have unacknowledged local updates).
+    """
+    report = PullReport()
+    listed = None
+    if doc_ids is None:
+        listed = list(await transport.list_docs())
+        doc_ids = listed
+    for doc_id in doc_ids:
+        try:
+            await _pull_doc(replica, transport, doc_id, report)
+        except (SyncError, ReplicaError, ScanError, ValueError) as e:
+            report.errors[doc_id] = e
+    if listed is not None:
+        for doc_id in sorted(set(replica.doc_ids()) - set(listed)):
+            (report.dropped if await replica._drop(doc_id) else report.kept).append(doc_id)
+    return report
+
+
+async def sync(replica: ReplicaCore, transport: SyncTransport) -> SyncReport:
+    """Push the outbox, then pull."""
+    pushed = await push(replica, transport)
+    return SyncReport(pushed, await pull(replica, transport))
