@@ -85,6 +85,8 @@ class SyncEngine:
         self.db = db
         self.config = config
         self.store = Store(db.dialect.name)
+        # reads must not take SQLite's write lock (the batcher's commits hold it)
+        self.reader = db.execution_options(sqlite_begin="DEFERRED") if db.dialect.name == "sqlite" else db
         self.authorizer = authorizer
         self._clock = clock or (lambda: time.time_ns() // 1_000_000)
         self.hlc = HLC(clock=self._clock)
@@ -255,6 +257,7 @@ class SyncEngine:
             return None
         try:
             writes = validate_changes(live.kind, changes, p, self._clock(), self.config.max_skew_ms)
+            self._check_new_notes(live, writes)
             if self.authorizer is not None:
                 self.authorizer(p, sub.doc_id, live.view, writes)
         except SyncError:
@@ -265,10 +268,25 @@ class SyncEngine:
         new_bindings.update(bindings)
         return _Accepted(sub, live, writes, bindings)
 
+    @staticmethod
+    def _check_new_notes(live: LiveDoc, writes: list[ValidatedWrite]) -> None:
+        """A note is written once: a second write under an existing note id is refused."""
+        new = [w.key for w in writes if w.key.root == "notes"]
+        if not new:
+            return
+        from pycrdt import Map
+        ids: dict[str, int] = {}
+        for k in live.doc.get("notes", type=Map).keys():
+            nid = k.split("/", 1)[0]
+            ids[nid] = ids.get(nid, 0) + 1
+        for wk in new:
+            if ids.get(wk.item or "", 0) > 1:
+                raise Forbidden(f"note {wk.item} already exists: notes are append-only")
+
     async def _check_device(self, p: Principal, new_devices: dict[str, str]) -> None:
         owner = self._devices.get(p.device_id) or new_devices.get(p.device_id)
         if owner is None:
-            async with self.db.connect() as conn:
+            async with self.reader.connect() as conn:
                 owner = await self.store.device_owner(conn, p.device_id)
                 if owner is None:
                     if p.user_id not in self._users:
@@ -287,7 +305,7 @@ class SyncEngine:
         fresh = [c for c, (_, end) in scan.clients.items() if end > sv.get(c, 0)]
         unknown = [c for c in fresh if c not in self._bindings and c not in new_bindings]
         if unknown:
-            async with self.db.connect() as conn:
+            async with self.reader.connect() as conn:
                 self._bindings.update(await self.store.client_bindings(conn, unknown))
         out: dict[int, str] = {}
         for c in fresh:
@@ -377,7 +395,7 @@ class SyncEngine:
         return live
 
     async def _load(self, doc_id: str, extra: list[bytes] = ()) -> LiveDoc | None:
-        async with self.db.connect() as conn:
+        async with self.reader.connect() as conn:
             head = await self.store.head(conn, doc_id)
             snap = await self.store.snapshot(conn, doc_id)
             entries = await self.store.entries(conn, doc_id, after_seq=snap[1] if snap else 0)
@@ -426,7 +444,7 @@ class SyncEngine:
         await self._settled(doc_id)
         if since_seq is not None and live.horizon <= since_seq <= live.last_seq:
             upto = live.last_seq
-            async with self.db.connect() as conn:
+            async with self.reader.connect() as conn:
                 entries = await self.store.entries(conn, doc_id, after_seq=since_seq, upto_seq=upto,
                                                    exclude_device=principal.device_id)
             ups = [e.update for e in entries]
@@ -446,7 +464,7 @@ class SyncEngine:
         return PullResult(doc_id, update, seq, self.server_time())
 
     async def list_docs(self, principal: Principal | None = None) -> list[str]:
-        async with self.db.connect() as conn:
+        async with self.reader.connect() as conn:
             return [h["doc_id"] for h in await self.store.heads(conn)]
 
     # --- inspection -------------------------------------------------------------------------

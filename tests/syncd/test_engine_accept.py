@@ -202,3 +202,14 @@ async def test_nested_shared_types_and_foreign_roots_are_refused(engine, office)
         d2.get("fields", type=Map)[f"title/{office.hlc.now()}/{dev.principal.device_id}"] = Text("hi")
     with pytest.raises(MalformedUpdate):
         await engine.push(dev.principal, doc_id, d2.get_update())
+
+
+async def test_a_note_id_is_written_once(engine, office, crew):
+    doc_id = job_doc()
+    await engine.push(office.principal, doc_id, office.set_fields(doc_id, title="Notes"))
+    nid = D.new_id()
+    await engine.push(office.principal, doc_id, office.edit(doc_id, lambda d, s: D.add_note(d, nid, "first", **s)))
+    crew.apply(doc_id, (await engine.pull(crew.principal, doc_id)).update)
+    with pytest.raises(Forbidden):
+        await engine.push(crew.principal, doc_id, crew.edit(doc_id, lambda d, s: D.add_note(d, nid, "hijack", **s)))
+    assert [n["body"] for n in (await engine.view(doc_id)).notes] == ["first"]
