@@ -176,5 +176,29 @@ def status(ctx: click.Context, as_json: bool) -> None:
                [(st["documents"], st["log_entries"], st["projection_lag"], st["snapshots"])], st, False)
 
 
+@cli.command("seed-demo")
+@json_option
+@click.pass_context
+def seed_demo(ctx: click.Context, as_json: bool) -> None:
+    """Create the demo company (users, customers, jobs) unless it exists."""
+    from .demo import seed_demo as do_seed
+
+    async def go():
+        db = _db(ctx.obj["database_url"])
+        try:
+            return await do_seed(db)
+        finally:
+            await db.dispose()
+
+    out = _run(go())
+    human = ("demo company created; sign in as " + ", ".join(out["users"]) + f" with password {out['password']!r}"
+             if out["created"] else "demo company already present")
+    emit(out, as_json, human)
+
+
 def main() -> None:
     cli(prog_name="syncd")
+
+
+if __name__ == "__main__":
+    main()
