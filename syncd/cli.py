@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 import click
@@ -57,9 +58,12 @@ def serve(ctx: click.Context, host: str | None, port: int | None, no_migrate: bo
     if not no_migrate:
         _run(do_migrate(url))
     from server.app import create_app
-    app = create_app(database_url=url, redis_url=settings.redis_url)
-    uvicorn.run(app, host=host or settings.host, port=port or settings.port, log_level="info",
-                ws="websockets-sansio" if False else "auto")
+    overrides = {"keys_dir": f"{settings.data_dir}/keys"}
+    for env, key in (("SYNCD_API_RATE_LIMIT", "api_rate_limit"), ("SYNCD_LOGIN_RATE_LIMIT", "login_rate_limit")):
+        if os.environ.get(env):
+            overrides[key] = int(os.environ[env])
+    app = create_app(database_url=url, redis_url=settings.redis_url, **overrides)
+    uvicorn.run(app, host=host or settings.host, port=port or settings.port, log_level="info")
 
 
 @cli.command()
