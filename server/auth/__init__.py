@@ -1,0 +1,1 @@
+"""Accounts and sessions: password hashing, signing keys, tokens, the auth routes."""
