@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from typing import Any
 
 import click
@@ -143,8 +144,10 @@ def compact(ctx: click.Context, doc_id: str | None, as_json: bool) -> None:
             else:
                 async with db.connect() as conn:
                     ids = [h["doc_id"] for h in await Store(db.dialect.name).heads(conn)]
+            if as_json:
+                return [await eng.compact(d) for d in ids]
             out = []
-            with click.progressbar(ids, label="compacting", file=None if not as_json else open("/dev/null", "w")) as bar:
+            with click.progressbar(ids, label="compacting", file=sys.stderr) as bar:
                 for d in bar:
                     out.append(await eng.compact(d))
             return out
@@ -198,6 +201,11 @@ def seed_demo(ctx: click.Context, as_json: bool) -> None:
     human = ("demo company created; sign in as " + ", ".join(out["users"]) + f" with password {out['password']!r}"
              if out["created"] else "demo company already present")
     emit(out, as_json, human)
+
+
+from .users import user  # noqa: E402  (the `syncd user add|list` subgroup)
+
+cli.add_command(user)
 
 
 def main() -> None:

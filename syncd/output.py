@@ -17,7 +17,7 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print machin
 
 def emit(data: Any, as_json: bool, human: str | None = None) -> None:
     if as_json:
-        sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2, default=str).decode() + "\n")
+        sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS, default=str).decode() + "\n")
     else:
         click.echo(human if human is not None else str(data))
 
