@@ -99,6 +99,8 @@ class SyncEngine:
         self._users: set[str] = set()
         self._listeners: list[CommitListener] = []
         self._load_locks: dict[str, asyncio.Lock] = {}
+        self._edit_clients: dict[str, int] = {}
+        self._edit_locks: dict[str, asyncio.Lock] = {}
         self.stats = {"accepted": 0, "duplicates": 0, "refused": 0, "batches": 0, "rows_written": 0}
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -429,6 +431,38 @@ class SyncEngine:
         while fut is not None:
             await asyncio.shield(fut)
             fut = self._inflight.get(doc_id)
+
+    # --- server-side writes (REST) -------------------------------------------------------
+    async def edit(self, principal: Principal, doc_id: str, fn: Callable[[Any, dict[str, Any]], Any]) -> tuple[PushAck, Any]:
+        """Write on behalf of ``principal`` (a REST call): ``fn(doc, stamp)`` edits a copy of
+        the current document with the schema.documents writers; the resulting update is then
+        accepted exactly like a device's push (validated, authored by the principal, durable).
+
+        Each process uses its own Yjs client id per device (bound to that device like any
+        other), and one edit at a time per device, so two edits never reuse the same ids.
+        """
+        from pycrdt import Doc
+        import secrets
+        lock = self._edit_locks.setdefault(principal.device_id, asyncio.Lock())
+        async with lock:
+            client_id = self._edit_clients.setdefault(principal.device_id, secrets.randbelow(2**52) + 2**20)
+            await self._settled(doc_id)
+            try:
+                live = await self._get_doc(doc_id)
+                state = live.encode_state()
+            except UnknownDocument:
+                state = None
+            doc = Doc(client_id=client_id)
+            if state:
+                doc.apply_update(state)
+            before = doc.get_state()
+            stamp = {"ts": self.hlc.now(), "device": principal.device_id, "author": principal.user_id,
+                     "role": principal.role}
+            with doc.transaction(origin="server-edit"):
+                result = fn(doc, stamp)
+            update = doc.get_update(before)
+            ack = await self.push(principal, doc_id, update)
+            return ack, result
 
     # --- pull -----------------------------------------------------------------------------
     async def pull(self, principal: Principal, doc_id: str, state_vector: bytes | None = None,

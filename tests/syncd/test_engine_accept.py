@@ -213,3 +213,20 @@ async def test_a_note_id_is_written_once(engine, office, crew):
     with pytest.raises(Forbidden):
         await engine.push(crew.principal, doc_id, crew.edit(doc_id, lambda d, s: D.add_note(d, nid, "hijack", **s)))
     assert [n["body"] for n in (await engine.view(doc_id)).notes] == ["first"]
+
+
+async def test_server_side_edit_is_authored_by_the_principal_and_validated(engine, db_engine, office, crew):
+    doc_id = job_doc()
+    await engine.push(office.principal, doc_id, office.set_fields(doc_id, title="REST", status="scheduled"))
+    ack, _ = await engine.edit(crew.principal, doc_id, lambda d, s: D.write_field(d, "status", "in_progress", **s))
+    assert not ack.duplicate
+    exp = await engine.explain(doc_id, "status")
+    assert exp["value"] == "in_progress" and exp["winner"]["author"] == crew.principal.user_id
+    # concurrent server-side edits from one device never collide on Yjs ids
+    import asyncio
+    await asyncio.gather(*[engine.edit(crew.principal, doc_id, lambda d, s, i=i: D.add_note(d, D.new_id(), f"n{i}", **s))
+                           for i in range(5)])
+    assert len((await engine.view(doc_id)).notes) == 5
+    with pytest.raises(SchemaViolation):
+        await engine.edit(crew.principal, doc_id, lambda d, s: D.write_field(d, "status", "bogus", **s))
+    assert (await engine.view(doc_id)).record["status"] == "in_progress"
