@@ -73,6 +73,14 @@ class _Accepted:
     new_clients: dict[int, str] = field(default_factory=dict)
 
 
+class _Stale(Exception):
+    """Another process committed to a document of this batch after we loaded it."""
+
+    def __init__(self, touched: list[LiveDoc]) -> None:
+        super().__init__(", ".join(l.doc_id for l in touched))
+        self.touched = touched
+
+
 def _is_fatal(e: BaseException) -> bool:
     return isinstance(e, (KeyboardInterrupt, SystemExit, asyncio.CancelledError, GeneratorExit))
 
@@ -99,6 +107,7 @@ class SyncEngine:
         self._users: set[str] = set()
         self._listeners: list[CommitListener] = []
         self._load_locks: dict[str, asyncio.Lock] = {}
+        self._batch_lock = asyncio.Lock()
         self._edit_clients: dict[str, int] = {}
         self._edit_locks: dict[str, asyncio.Lock] = {}
         self.stats = {"accepted": 0, "duplicates": 0, "refused": 0, "batches": 0, "rows_written": 0}
@@ -172,49 +181,66 @@ class SyncEngine:
                         s.future.set_exception(Unavailable(f"internal error: {type(e).__name__}; retry"))
 
     async def _process(self, batch: list[_Submission]) -> None:
-        accepted: list[_Accepted] = []
-        batch_updates: dict[str, list[bytes]] = {}
-        pending_digests: dict[tuple[str, bytes], _Submission] = {}
-        followers: list[tuple[_Submission, _Submission]] = []
-        new_devices: dict[str, str] = {}
-        new_bindings: dict[int, str] = {}
         done = asyncio.get_running_loop().create_future()
         for sub in batch:
             self._inflight[sub.doc_id] = done
         try:
-            for sub in batch:
-                try:
-                    sub.digest = hashlib.sha256(sub.update).digest()
-                    key = (sub.doc_id, sub.digest)
-                    if key in pending_digests:
-                        followers.append((sub, pending_digests[key]))
-                        continue
-                    acc = await self._accept_one(sub, new_devices, new_bindings, batch_updates)
-                    if acc is None:
-                        continue
-                    accepted.append(acc)
-                    pending_digests[key] = sub
-                    batch_updates.setdefault(sub.doc_id, []).append(sub.update)
-                except SyncError as e:
-                    self.stats["refused"] += 1
-                    if not sub.future.done():
-                        sub.future.set_exception(e)
-            if accepted:
-                await self._commit(accepted, new_devices, new_bindings)
-            for sub, leader in followers:
-                if leader.future.done() and not leader.future.cancelled() and leader.future.exception() is None:
-                    ack = leader.future.result()
-                    sub.future.set_result(PushAck(ack.doc_id, ack.seq, True, ack.server_time))
-                elif leader.future.done() and not leader.future.cancelled():
-                    sub.future.set_exception(leader.future.exception())
-                else:
-                    sub.future.set_exception(Unavailable("retry"))
+            async with self._batch_lock:
+                pending = batch
+                for attempt in range(4):
+                    try:
+                        await self._process_once(pending)
+                        break
+                    except _Stale as stale:
+                        # another process committed to these documents since we loaded them:
+                        # rebuild every touched document from the log and run the batch again
+                        for live in stale.touched:
+                            await self._rebuild(live, [])
+                        pending = [s for s in pending if not s.future.done()]
+                        if attempt == 3:
+                            for s in pending:
+                                s.future.set_exception(Unavailable("the document is busy on another server; retry"))
         finally:
             for sub in batch:
                 if self._inflight.get(sub.doc_id) is done:
                     del self._inflight[sub.doc_id]
             done.set_result(None)
             self._evict()
+
+    async def _process_once(self, batch: list[_Submission]) -> None:
+        accepted: list[_Accepted] = []
+        batch_updates: dict[str, list[bytes]] = {}
+        pending_digests: dict[tuple[str, bytes], _Submission] = {}
+        followers: list[tuple[_Submission, _Submission]] = []
+        new_devices: dict[str, str] = {}
+        new_bindings: dict[int, str] = {}
+        for sub in batch:
+            try:
+                sub.digest = hashlib.sha256(sub.update).digest()
+                key = (sub.doc_id, sub.digest)
+                if key in pending_digests:
+                    followers.append((sub, pending_digests[key]))
+                    continue
+                acc = await self._accept_one(sub, new_devices, new_bindings, batch_updates)
+                if acc is None:
+                    continue
+                accepted.append(acc)
+                pending_digests[key] = sub
+                batch_updates.setdefault(sub.doc_id, []).append(sub.update)
+            except SyncError as e:
+                self.stats["refused"] += 1
+                if not sub.future.done():
+                    sub.future.set_exception(e)
+        if accepted:
+            await self._commit(accepted, new_devices, new_bindings)
+        for sub, leader in followers:
+            if leader.future.done() and not leader.future.cancelled() and leader.future.exception() is None:
+                ack = leader.future.result()
+                sub.future.set_result(PushAck(ack.doc_id, ack.seq, True, ack.server_time))
+            elif leader.future.done() and not leader.future.cancelled():
+                sub.future.set_exception(leader.future.exception())
+            else:
+                sub.future.set_exception(Unavailable("retry"))
 
     async def _accept_one(self, sub: _Submission, new_devices: dict[str, str], new_bindings: dict[int, str],
                           batch_updates: dict[str, list[bytes]]) -> _Accepted | None:
@@ -327,6 +353,9 @@ class SyncEngine:
                  "user_id": a.sub.principal.user_id, "device_id": a.sub.principal.device_id} for a in accepted]
         try:
             async with self.db.begin() as conn:
+                stale = await self.store.lock_and_check_heads(conn, {d: l.last_seq for d, l in touched.items()})
+                if stale:
+                    raise _Stale([touched[d] for d in stale])
                 for dev, user in new_devices.items():
                     await self.store.add_device(conn, dev, user)
                 await self.store.bind_clients(conn, new_bindings)
@@ -342,6 +371,9 @@ class SyncEngine:
                     {"doc_id": d, "kind": live.kind, "record_id": live.record_id, "last_seq": last[d],
                      "projected_seq": last[d]} for d, live in touched.items()])
                 await self.store.touch_devices(conn, {a.sub.principal.device_id for a in accepted})
+        except _Stale as e:
+            e.touched = list(touched.values())
+            raise
         except BaseException as e:
             if _is_fatal(e) and not isinstance(e, asyncio.CancelledError):
                 raise
@@ -431,6 +463,28 @@ class SyncEngine:
         while fut is not None:
             await asyncio.shield(fut)
             fut = self._inflight.get(doc_id)
+
+    async def refresh(self, doc_id: str) -> bool:
+        """Catch a loaded document up with entries other processes committed (a hint from
+        Redis, or a reconnect). Returns True if anything new was applied."""
+        live = self._docs.get(doc_id)
+        if live is None:
+            return False
+        async with self._batch_lock:
+            async with self.reader.connect() as conn:
+                entries = await self.store.entries(conn, doc_id, after_seq=live.last_seq)
+            if not entries:
+                return False
+            ups = [e.update for e in entries]
+            try:
+                live.apply_observed(ups[0] if len(ups) == 1 else merge_updates(*ups))
+            except IncompleteApply:
+                await self._rebuild(live, [])
+                return True
+            live.last_seq = max(e.seq for e in entries)
+            live.digests.update({e.digest: e.seq for e in entries})
+            live.view = live.resolve()
+            return True
 
     # --- server-side writes (REST) -------------------------------------------------------
     async def edit(self, principal: Principal, doc_id: str, fn: Callable[[Any, dict[str, Any]], Any]) -> tuple[PushAck, Any]:

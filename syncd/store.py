@@ -83,6 +83,22 @@ class Store:
         res = await conn.execute(select(t.doc_heads).order_by(t.doc_heads.c.doc_id))
         return [dict(r._mapping) for r in res.all()]
 
+    async def lock_and_check_heads(self, conn: AsyncConnection, expected: dict[str, int]) -> list[str]:
+        """Serialize writers of these documents across processes and return the documents
+        whose committed head moved past what this process has (someone else wrote them).
+
+        PostgreSQL: transaction-scoped advisory locks, taken in a fixed order (no deadlock);
+        SQLite: the transaction already holds the database write lock (BEGIN IMMEDIATE).
+        """
+        ids = sorted(expected)
+        if self.dialect == "postgresql":
+            from sqlalchemy import text
+            for d in ids:
+                await conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:d, 0))"), {"d": d})
+        res = await conn.execute(select(t.doc_heads.c.doc_id, t.doc_heads.c.last_seq).where(
+            t.doc_heads.c.doc_id.in_(ids)))
+        return [d for d, last in res.all() if last != expected[d]]
+
     async def upsert_heads(self, conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
         if not rows:
             return
