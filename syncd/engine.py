@@ -73,14 +73,6 @@ class _Accepted:
     new_clients: dict[int, str] = field(default_factory=dict)
 
 
-class _Stale(Exception):
-    """Another process committed to a document of this batch after we loaded it."""
-
-    def __init__(self, touched: list[LiveDoc]) -> None:
-        super().__init__(", ".join(l.doc_id for l in touched))
-        self.touched = touched
-
-
 def _is_fatal(e: BaseException) -> bool:
     return isinstance(e, (KeyboardInterrupt, SystemExit, asyncio.CancelledError, GeneratorExit))
 
@@ -186,20 +178,7 @@ class SyncEngine:
             self._inflight[sub.doc_id] = done
         try:
             async with self._batch_lock:
-                pending = batch
-                for attempt in range(4):
-                    try:
-                        await self._process_once(pending)
-                        break
-                    except _Stale as stale:
-                        # another process committed to these documents since we loaded them:
-                        # rebuild every touched document from the log and run the batch again
-                        for live in stale.touched:
-                            await self._rebuild(live, [])
-                        pending = [s for s in pending if not s.future.done()]
-                        if attempt == 3:
-                            for s in pending:
-                                s.future.set_exception(Unavailable("the document is busy on another server; retry"))
+                await self._process_locked(batch)
         finally:
             for sub in batch:
                 if self._inflight.get(sub.doc_id) is done:
@@ -207,40 +186,65 @@ class SyncEngine:
             done.set_result(None)
             self._evict()
 
-    async def _process_once(self, batch: list[_Submission]) -> None:
+    async def _process_locked(self, batch: list[_Submission]) -> None:
+        """One write transaction per batch. It first locks the batch's documents (across
+        processes) and catches their in-memory copies up with whatever other processes
+        committed; then every update is checked and applied against current state, and the
+        log, projection, events and heads are written before the single commit."""
         accepted: list[_Accepted] = []
         batch_updates: dict[str, list[bytes]] = {}
         pending_digests: dict[tuple[str, bytes], _Submission] = {}
         followers: list[tuple[_Submission, _Submission]] = []
         new_devices: dict[str, str] = {}
         new_bindings: dict[int, str] = {}
-        for sub in batch:
-            try:
-                sub.digest = hashlib.sha256(sub.update).digest()
-                key = (sub.doc_id, sub.digest)
-                if key in pending_digests:
-                    followers.append((sub, pending_digests[key]))
-                    continue
-                acc = await self._accept_one(sub, new_devices, new_bindings, batch_updates)
-                if acc is None:
-                    continue
-                accepted.append(acc)
-                pending_digests[key] = sub
-                batch_updates.setdefault(sub.doc_id, []).append(sub.update)
-            except SyncError as e:
-                self.stats["refused"] += 1
+        written: tuple[list[int], dict[str, int], int, dict[str, DocView], dict[str, LiveDoc]] | None = None
+        try:
+            async with self.db.begin() as conn:
+                heads = await self.store.lock_heads(conn, sorted({s.doc_id for s in batch}))
+                for doc_id, last in heads.items():
+                    live = self._docs.get(doc_id)
+                    if live is not None and live.last_seq != last:
+                        await self._rebuild(live, [])
+                for sub in batch:
+                    try:
+                        sub.digest = hashlib.sha256(sub.update).digest()
+                        key = (sub.doc_id, sub.digest)
+                        if key in pending_digests:
+                            followers.append((sub, pending_digests[key]))
+                            continue
+                        acc = await self._accept_one(sub, new_devices, new_bindings, batch_updates)
+                        if acc is None:
+                            continue
+                        accepted.append(acc)
+                        pending_digests[key] = sub
+                        batch_updates.setdefault(sub.doc_id, []).append(sub.update)
+                    except SyncError as e:
+                        self.stats["refused"] += 1
+                        if not sub.future.done():
+                            sub.future.set_exception(e)
+                if accepted:
+                    written = await self._write(conn, accepted, new_devices, new_bindings)
+        except BaseException as e:
+            if _is_fatal(e) and not isinstance(e, asyncio.CancelledError):
+                raise
+            log.error("batch transaction failed: %s: %s", type(e).__name__, e)
+            for a in accepted:
+                self._docs.pop(a.live.doc_id, None)  # reload from the log on next use
+            err = Unavailable(f"storage failed ({type(e).__name__}); nothing was stored, retry")
+            for sub in batch:
                 if not sub.future.done():
-                    sub.future.set_exception(e)
-        if accepted:
-            await self._commit(accepted, new_devices, new_bindings)
+                    sub.future.set_exception(err)
+            if isinstance(e, asyncio.CancelledError):
+                raise
+            return
+        if written is not None:
+            await self._after_commit(accepted, new_devices, new_bindings, *written)
         for sub, leader in followers:
             if leader.future.done() and not leader.future.cancelled() and leader.future.exception() is None:
                 ack = leader.future.result()
                 sub.future.set_result(PushAck(ack.doc_id, ack.seq, True, ack.server_time))
-            elif leader.future.done() and not leader.future.cancelled():
-                sub.future.set_exception(leader.future.exception())
-            else:
-                sub.future.set_exception(Unavailable("retry"))
+            elif not sub.future.done():
+                sub.future.set_exception(leader.future.exception() if leader.future.done() else Unavailable("retry"))
 
     async def _accept_one(self, sub: _Submission, new_devices: dict[str, str], new_bindings: dict[int, str],
                           batch_updates: dict[str, list[bytes]]) -> _Accepted | None:
@@ -345,48 +349,31 @@ class SyncEngine:
                                        "client id")
         return out
 
-    async def _commit(self, accepted: list[_Accepted], new_devices: dict[str, str],
-                      new_bindings: dict[int, str]) -> None:
+    async def _write(self, conn: Any, accepted: list[_Accepted], new_devices: dict[str, str],
+                     new_bindings: dict[int, str]):
         touched: dict[str, LiveDoc] = {a.live.doc_id: a.live for a in accepted}
         new_views = {d: live.resolve() for d, live in touched.items()}
         rows = [{"doc_id": a.sub.doc_id, "digest": a.sub.digest, "update": a.sub.update,
                  "user_id": a.sub.principal.user_id, "device_id": a.sub.principal.device_id} for a in accepted]
-        try:
-            async with self.db.begin() as conn:
-                stale = await self.store.lock_and_check_heads(conn, {d: l.last_seq for d, l in touched.items()})
-                if stale:
-                    raise _Stale([touched[d] for d in stale])
-                for dev, user in new_devices.items():
-                    await self.store.add_device(conn, dev, user)
-                await self.store.bind_clients(conn, new_bindings)
-                seqs = await self.store.append(conn, rows)
-                last: dict[str, int] = {}
-                for a, s in zip(accepted, seqs):
-                    last[a.sub.doc_id] = s
-                deltas: list[tuple[str, Delta, int]] = []
-                for d, live in touched.items():
-                    deltas.append((d, diff_views(live.kind, live.record_id, live.view, new_views[d]), last[d]))
-                n = await self.store.write_deltas(conn, deltas)
-                await self.store.upsert_heads(conn, [
-                    {"doc_id": d, "kind": live.kind, "record_id": live.record_id, "last_seq": last[d],
-                     "projected_seq": last[d]} for d, live in touched.items()])
-                await self.store.touch_devices(conn, {a.sub.principal.device_id for a in accepted})
-        except _Stale as e:
-            e.touched = list(touched.values())
-            raise
-        except BaseException as e:
-            if _is_fatal(e) and not isinstance(e, asyncio.CancelledError):
-                raise
-            log.error("commit failed: %s: %s", type(e).__name__, e)
-            for live in touched.values():
-                self._docs.pop(live.doc_id, None)  # reload from the log on next use
-            err = Unavailable(f"storage failed ({type(e).__name__}); nothing was stored, retry")
-            for a in accepted:
-                if not a.sub.future.done():
-                    a.sub.future.set_exception(err)
-            if isinstance(e, asyncio.CancelledError):
-                raise
-            return
+        for dev, user in new_devices.items():
+            await self.store.add_device(conn, dev, user)
+        await self.store.bind_clients(conn, new_bindings)
+        seqs = await self.store.append(conn, rows)
+        last: dict[str, int] = {}
+        for a, s in zip(accepted, seqs):
+            last[a.sub.doc_id] = s
+        deltas: list[tuple[str, Delta, int]] = [
+            (d, diff_views(live.kind, live.record_id, live.view, new_views[d]), last[d]) for d, live in touched.items()]
+        n = await self.store.write_deltas(conn, deltas)
+        await self.store.upsert_heads(conn, [
+            {"doc_id": d, "kind": live.kind, "record_id": live.record_id, "last_seq": last[d],
+             "projected_seq": last[d]} for d, live in touched.items()])
+        await self.store.touch_devices(conn, {a.sub.principal.device_id for a in accepted})
+        return seqs, last, n + len(rows) + len(touched), new_views, touched
+
+    async def _after_commit(self, accepted: list[_Accepted], new_devices: dict[str, str], new_bindings: dict[int, str],
+                            seqs: list[int], last: dict[str, int], n_rows: int, new_views: dict[str, DocView],
+                            touched: dict[str, LiveDoc]) -> None:
         self._devices.update(new_devices)
         self._bindings.update(new_bindings)
         for d, live in touched.items():
@@ -394,7 +381,7 @@ class SyncEngine:
             live.last_seq = last[d]
         self.stats["batches"] += 1
         self.stats["accepted"] += len(accepted)
-        self.stats["rows_written"] += n + len(rows) + len(touched)
+        self.stats["rows_written"] += n_rows
         now = self.server_time()
         for a, s in zip(accepted, seqs):
             a.live.digests[a.sub.digest] = s

@@ -83,21 +83,20 @@ class Store:
         res = await conn.execute(select(t.doc_heads).order_by(t.doc_heads.c.doc_id))
         return [dict(r._mapping) for r in res.all()]
 
-    async def lock_and_check_heads(self, conn: AsyncConnection, expected: dict[str, int]) -> list[str]:
-        """Serialize writers of these documents across processes and return the documents
-        whose committed head moved past what this process has (someone else wrote them).
+    async def lock_heads(self, conn: AsyncConnection, doc_ids: list[str]) -> dict[str, int]:
+        """Serialize writers of these documents across processes for this transaction and
+        return their committed heads (doc_id -> last_seq; absent = new document).
 
-        PostgreSQL: transaction-scoped advisory locks, taken in a fixed order (no deadlock);
+        PostgreSQL: transaction-scoped advisory locks taken in sorted order (no deadlock);
         SQLite: the transaction already holds the database write lock (BEGIN IMMEDIATE).
         """
-        ids = sorted(expected)
         if self.dialect == "postgresql":
             from sqlalchemy import text
-            for d in ids:
+            for d in sorted(doc_ids):
                 await conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:d, 0))"), {"d": d})
         res = await conn.execute(select(t.doc_heads.c.doc_id, t.doc_heads.c.last_seq).where(
-            t.doc_heads.c.doc_id.in_(ids)))
-        return [d for d, last in res.all() if last != expected[d]]
+            t.doc_heads.c.doc_id.in_(doc_ids)))
+        return {d: last for d, last in res.all()}
 
     async def upsert_heads(self, conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
         if not rows:
