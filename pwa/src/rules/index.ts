@@ -1,0 +1,10 @@
+export * from "./candidates";
+export * from "./compare";
+export * as hlc from "./hlc";
+export { HLC, formatTs, parseTs, isValidTs } from "./hlc";
+export * as lww from "./lww";
+export * as ownerWins from "./owner_wins";
+export * as union from "./union";
+export * as append from "./append";
+export * as registry from "./registry";
+export { explainResolution, explainItem, explainEntries, type Explanation, type ExplainedCandidate } from "./explain";
