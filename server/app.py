@@ -39,6 +39,7 @@ from .errors import exception_handlers
 from .middleware import BodyLimitMiddleware, IpRateLimitMiddleware
 from .ratelimit import RateLimits, RedisLimiter
 from .services import Services
+from . import pwa_static  # serves pwa/dist at / (router default: never shadows a route)
 
 __all__ = ["create_app", "ROUTE_MODULES", "default_routes"]
 
@@ -112,7 +113,7 @@ def create_app(database_url: str, redis_url: str | None = None, *, keys_dir: str
                 await redis.aclose()
             await db.dispose()
 
-    return Starlette(
+    return pwa_static.install(Starlette(
         debug=debug,
         routes=[*default_routes(), *extra_routes],
         middleware=[
@@ -121,4 +122,4 @@ def create_app(database_url: str, redis_url: str | None = None, *, keys_dir: str
         ],
         exception_handlers=exception_handlers(),
         lifespan=lifespan,
-    )
+    ))

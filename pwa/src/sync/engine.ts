@@ -1,0 +1,473 @@
+/** The sync engine of the PWA: one Y.Doc per document, persisted with y-indexeddb; local
+ * edits queued in an IndexedDB outbox until the server acknowledges them; HTTP push/pull
+ * with retry and backoff; live updates over the y-websocket provider when the server offers
+ * `/ws`.
+ *
+ *   edit ──▶ Y.Doc (LOCAL origin) ──▶ y-indexeddb (doc state)   ──▶ UI re-renders
+ *                                └──▶ outbox (IndexedDB) ──push──▶ server ack ──▶ removed
+ *   server ──pull (state vector + since)/WebSocket──▶ Y.Doc (remote origin) ──▶ UI
+ */
+import * as Y from "yjs";
+import { IndexeddbPersistence } from "y-indexeddb";
+import type { WebsocketProvider } from "y-websocket";
+import { api, ApiError, NetworkError } from "../api";
+import { DOC_DB_PREFIX, MetaStore, type DocRecord } from "../lib/idb";
+import { fromBase64, toBase64, toBase64Url } from "../lib/base64";
+import { maxTimestamp, parseDocId, type Kind, type Stamp } from "../doc/codec";
+import { explainPath, resolveDoc, type DocView } from "../doc/view";
+import type { Explanation } from "../rules/explain";
+import { HLC } from "../rules/hlc";
+import type { Session } from "../session";
+
+/** Transaction origin of this device's own edits (the only ones that go to the outbox). */
+export const LOCAL_ORIGIN = Symbol("fieldsync-local");
+/** Transaction origin of updates pulled over HTTP. */
+export const HTTP_ORIGIN = Symbol("fieldsync-http");
+
+export interface SyncState {
+  /** the last request to the server succeeded */
+  online: boolean;
+  /** local edits not yet acknowledged by the server */
+  pending: number;
+  lastSync: number | null;
+  syncing: boolean;
+  /** documents currently connected over WebSocket */
+  live: number;
+  wsAvailable: boolean | null;
+  lastError: string | null;
+  /** changes the server refused (shown to the user, then dismissed) */
+  notices: string[];
+}
+
+export interface DocEntry {
+  readonly id: string;
+  readonly kind: Kind;
+  readonly doc: Y.Doc;
+  readonly idb: IndexeddbPersistence;
+  readonly ready: Promise<void>;
+  version: number;
+  ws: WebsocketProvider | null;
+  view: { version: number; view: DocView } | null;
+}
+
+/** Errors after which retrying the same update cannot succeed. */
+const TRANSIENT = new Set(["MISSING_DEPENDENCIES", "UNAVAILABLE", "RATE_LIMITED", "INTERNAL_ERROR"]);
+const HLC_KEY = "fieldsync.hlc";
+
+export interface EngineOptions {
+  pollMs?: number;
+  livePollMs?: number;
+  maxBackoffMs?: number;
+  /** try the WebSocket endpoint (default true) */
+  websocket?: boolean;
+}
+
+export class SyncEngine {
+  readonly entries = new Map<string, DocEntry>();
+  private records = new Map<string, DocRecord>();
+  private hlc: HLC;
+  private outboxWrites: Promise<unknown> = Promise.resolve();
+  private timer: ReturnType<typeof setTimeout> | null = null;
+  private running = false;
+  private rerun = false;
+  private failures = 0;
+  private stopped = false;
+  private changeScheduled = false;
+  private wsProbeAt = 0;
+  private wsCtor: typeof WebsocketProvider | null = null;
+  private readonly opts: Required<EngineOptions>;
+  state: SyncState = {
+    online: navigator.onLine, pending: 0, lastSync: null, syncing: false, live: 0, wsAvailable: null,
+    lastError: null, notices: [],
+  };
+
+  private constructor(private session: Session, private readonly meta: MetaStore,
+                      private readonly onChange: () => void, private readonly onState: (s: SyncState) => void,
+                      opts: EngineOptions) {
+    this.opts = { pollMs: 10_000, livePollMs: 30_000, maxBackoffMs: 30_000, websocket: true, ...opts };
+    this.hlc = new HLC(localStorage.getItem(HLC_KEY));
+  }
+
+  static async start(session: Session, onChange: () => void, onState: (s: SyncState) => void,
+                     opts: EngineOptions = {}): Promise<SyncEngine> {
+    const meta = await MetaStore.open();
+    const engine = new SyncEngine(session, meta, onChange, onState, opts);
+    const offset = await meta.get<number>("clock_offset");
+    if (typeof offset === "number") engine.hlc.offsetMs = offset;
+    for (const r of await meta.docs()) engine.records.set(r.doc_id, r);
+    await Promise.all([...engine.records.keys()].map((id) => engine.open(id).ready));
+    engine.setState({ pending: await meta.outboxCount(), lastSync: (await meta.get<number>("last_sync")) ?? null });
+    window.addEventListener("online", engine.onOnline);
+    window.addEventListener("offline", engine.onOffline);
+    engine.schedule(0);
+    return engine;
+  }
+
+  /** The signed-in user and device this engine writes as. */
+  get principal(): { user: Session["user"]; device_id: string } {
+    return { user: this.session.user, device_id: this.session.device_id };
+  }
+
+  // --- documents -------------------------------------------------------------------------
+
+  /** The entry of a document, opened (from IndexedDB) on first use. */
+  open(docId: string): DocEntry {
+    const have = this.entries.get(docId);
+    if (have) return have;
+    const [kind] = parseDocId(docId);
+    const doc = new Y.Doc();
+    const idb = new IndexeddbPersistence(DOC_DB_PREFIX + docId, doc);
+    const entry: DocEntry = {
+      id: docId, kind, doc, idb, version: 0, ws: null, view: null,
+      ready: idb.whenSynced.then(() => undefined),
+    };
+    doc.on("update", (update: Uint8Array, origin: unknown) => {
+      entry.version++;
+      if (origin === LOCAL_ORIGIN) {
+        this.enqueue(docId, update);
+      } else if (origin !== idb) {
+        const ts = maxTimestamp(doc);
+        if (ts) this.receiveTs(ts);
+      }
+      this.changed();
+    });
+    this.entries.set(docId, entry);
+    if (!this.records.has(docId)) {
+      const rec = { doc_id: docId, seq: 0 };
+      this.records.set(docId, rec);
+      void this.meta.putDoc(rec);
+    }
+    if (this.state.wsAvailable) this.connectWs(entry);
+    return entry;
+  }
+
+  /** The resolved view of a document (cached per document version). */
+  view(docId: string): DocView | null {
+    const e = this.entries.get(docId);
+    if (!e) return null;
+    if (e.view === null || e.view.version !== e.version) e.view = { version: e.version, view: resolveDoc(e.doc, e.kind) };
+    return e.view.view;
+  }
+
+  /** Why a path of a document has its value (same fields as `syncd explain`). */
+  explain(docId: string, path: string): Explanation {
+    const e = this.open(docId);
+    return explainPath(e.doc, e.kind, path, docId);
+  }
+
+  docIds(kind?: Kind): string[] {
+    return [...this.entries.keys()].filter((id) => kind === undefined || id.startsWith(`${kind}:`));
+  }
+
+  /** Apply an edit locally at once (it is queued for the server by the update handler). */
+  edit(docId: string, fn: (doc: Y.Doc, stamp: Stamp) => void): void {
+    const e = this.open(docId);
+    const stamp: Stamp = { ts: this.nextTs(), device: this.session.device_id, author: this.session.user.id,
+      role: this.session.user.role };
+    e.doc.transact(() => fn(e.doc, stamp), LOCAL_ORIGIN);
+  }
+
+  private nextTs(): string {
+    const ts = this.hlc.now();
+    localStorage.setItem(HLC_KEY, ts);
+    return ts;
+  }
+
+  private receiveTs(ts: string): void {
+    try {
+      this.hlc.receive(ts);
+      localStorage.setItem(HLC_KEY, this.hlc.last);
+    } catch { /* malformed: ignored */ }
+  }
+
+  private changed(): void {
+    if (this.changeScheduled) return;
+    this.changeScheduled = true;
+    queueMicrotask(() => {
+      this.changeScheduled = false;
+      this.onChange();
+    });
+  }
+
+  private setState(patch: Partial<SyncState>): void {
+    this.state = { ...this.state, ...patch };
+    this.onState(this.state);
+  }
+
+  dismissNotices(): void {
+    this.setState({ notices: [] });
+  }
+
+  // --- outbox ----------------------------------------------------------------------------
+
+  private enqueue(docId: string, update: Uint8Array): void {
+    this.setState({ pending: this.state.pending + 1 });
+    this.outboxWrites = this.outboxWrites
+      .then(() => this.meta.addOutbox({ doc_id: docId, update, created: Date.now() }))
+      .catch((e) => this.setState({ lastError: `could not queue a change: ${String(e)}` }));
+    this.schedule(300);
+  }
+
+  private async push(): Promise<void> {
+    await this.outboxWrites;
+    for (let round = 0; round < 50; round++) {
+      const entries = await this.meta.outbox(100);
+      if (entries.length === 0) break;
+      const { data } = await api<{ results: any[] }>("POST", "/api/sync/push", {
+        updates: entries.map((e) => ({ doc_id: e.doc_id, update: toBase64(e.update),
+          idempotency_key: `${this.session.device_id}-${e.id}` })),
+      });
+      const done: number[] = [];
+      const refused = new Map<string, string>();
+      let blocked = false;
+      entries.forEach((e, i) => {
+        const r = data.results[i];
+        if (r && r.error === undefined && typeof r.seq === "number") {
+          done.push(e.id!);
+        } else if (blocked || refused.has(e.doc_id)) {
+          // after a transient failure, later updates wait for the next round, in order
+        } else {
+          const code: string = r?.error?.code ?? "UNKNOWN";
+          const status: number = r?.status ?? 0;
+          if (TRANSIENT.has(code) || status >= 500 || status === 429 || status === 401) {
+            blocked = true;
+          } else {
+            refused.set(e.doc_id, `${code}: ${r?.error?.message ?? "refused"}`);
+          }
+        }
+      });
+      await this.meta.deleteOutbox(done);
+      for (const [docId, why] of refused) await this.resetDoc(docId, why);
+      this.setState({ pending: await this.meta.outboxCount() });
+      if (blocked || done.length === 0) break;
+    }
+  }
+
+  /** The server refused a change for good: drop this replica's unacknowledged changes of the
+   * document and re-pull the server's state (the user is told what was refused). */
+  private async resetDoc(docId: string, why: string): Promise<void> {
+    const all = await this.meta.outbox(100_000);
+    await this.meta.deleteOutbox(all.filter((e) => e.doc_id === docId).map((e) => e.id!));
+    await this.dropDoc(docId);
+    this.setState({ notices: [...this.state.notices, `A change to ${docId} was refused by the server and undone (${why}).`] });
+  }
+
+  private async dropDoc(docId: string): Promise<void> {
+    const e = this.entries.get(docId);
+    if (e) {
+      e.ws?.destroy();
+      this.entries.delete(docId);
+      await e.idb.clearData();
+      e.doc.destroy();
+    }
+    this.records.delete(docId);
+    await this.meta.deleteDoc(docId);
+    this.changed();
+  }
+
+  // --- pull ------------------------------------------------------------------------------
+
+  private async pull(): Promise<void> {
+    const visible = new Map<string, number>();
+    let after: string | null = null;
+    for (let page = 0; page < 1000; page++) {
+      const q: string = after ? `&after=${encodeURIComponent(after)}` : "";
+      const { data, meta } = await api<{ docs: { doc_id: string; seq: number }[]; server_time: number }>(
+        "GET", `/api/sync/status?limit=1000${q}`);
+      this.learnServerTime(data.server_time);
+      for (const d of data.docs) visible.set(d.doc_id, d.seq);
+      after = meta?.next_cursor ?? null;
+      if (!after) break;
+    }
+    for (const [docId, seq] of visible) {
+      const rec = this.records.get(docId);
+      const entry = this.entries.get(docId);
+      const incomplete = entry !== undefined && (entry.doc.store.pendingStructs !== null || entry.doc.store.pendingDs !== null);
+      if (!rec || !entry || seq > rec.seq || incomplete) await this.pullDoc(docId, incomplete ? 0 : rec?.seq ?? 0);
+    }
+    const pendingDocs = new Set((await this.meta.outbox(100_000)).map((e) => e.doc_id));
+    for (const [docId, rec] of [...this.records]) {
+      // no longer visible to this user (e.g. a crew unassigned from the job): drop it
+      if (!visible.has(docId) && rec.seq > 0 && !pendingDocs.has(docId)) await this.dropDoc(docId);
+    }
+  }
+
+  private async pullDoc(docId: string, since: number): Promise<void> {
+    const e = this.open(docId);
+    await e.ready;
+    const sv = toBase64Url(Y.encodeStateVector(e.doc));
+    const q = `doc_id=${encodeURIComponent(docId)}&state_vector=${sv}${since > 0 ? `&since=${since}` : ""}`;
+    let data: { update: string; seq: number };
+    try {
+      ({ data } = await api("GET", `/api/sync/pull?${q}`));
+    } catch (err) {
+      if (err instanceof ApiError && (err.status === 404 || err.status === 403)) return;
+      throw err;
+    }
+    const update = fromBase64(data.update);
+    if (update.length > 2) Y.applyUpdate(e.doc, update, HTTP_ORIGIN);
+    const rec = { doc_id: docId, seq: Math.max(data.seq, 0) };
+    this.records.set(docId, rec);
+    await this.meta.putDoc(rec);
+  }
+
+  private learnServerTime(serverTime: unknown): void {
+    if (typeof serverTime !== "number" || !Number.isFinite(serverTime)) return;
+    const ms = serverTime < 1e11 ? serverTime * 1000 : serverTime; // seconds or milliseconds
+    const offset = Math.round(ms - Date.now());
+    // only correct clocks that are clearly off: a small offset is network latency
+    const next = Math.abs(offset) > 2000 ? offset : 0;
+    if (next !== this.hlc.offsetMs) {
+      this.hlc.offsetMs = next;
+      void this.meta.set("clock_offset", next);
+    }
+  }
+
+  // --- the loop --------------------------------------------------------------------------
+
+  /** Sync now (push then pull); coalesces concurrent calls. */
+  async syncNow(): Promise<void> {
+    if (this.stopped) return;
+    if (this.running) {
+      this.rerun = true;
+      return;
+    }
+    this.running = true;
+    this.setState({ syncing: true });
+    try {
+      do {
+        this.rerun = false;
+        await this.push();
+        await this.pull();
+        await this.push();
+      } while (this.rerun && !this.stopped);
+      this.failures = 0;
+      const now = Date.now();
+      void this.meta.set("last_sync", now);
+      this.setState({ online: true, lastSync: now, lastError: null });
+      if (this.opts.websocket) this.maybeProbeWs();
+    } catch (e) {
+      this.failures++;
+      const offline = e instanceof NetworkError;
+      this.setState({ online: offline ? false : this.state.online, lastError: e instanceof Error ? e.message : String(e) });
+    } finally {
+      this.running = false;
+      this.setState({ syncing: false });
+      this.scheduleNext();
+    }
+  }
+
+  private scheduleNext(): void {
+    if (this.failures > 0) {
+      const base = Math.min(this.opts.maxBackoffMs, 1000 * 2 ** Math.min(this.failures - 1, 10));
+      this.schedule(base / 2 + Math.random() * base / 2);
+    } else {
+      this.schedule(this.state.live > 0 ? this.opts.livePollMs : this.opts.pollMs);
+    }
+  }
+
+  private schedule(ms: number): void {
+    if (this.stopped) return;
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      void this.syncNow();
+    }, ms);
+  }
+
+  private onOnline = (): void => {
+    this.failures = 0;
+    this.schedule(0);
+  };
+
+  private onOffline = (): void => {
+    this.setState({ online: false });
+  };
+
+  // --- WebSocket (live) --------------------------------------------------------------------
+
+  private async maybeProbeWs(): Promise<void> {
+    if (this.state.wsAvailable === true || Date.now() < this.wsProbeAt) return;
+    const first = this.entries.keys().next();
+    if (first.done) return;
+    this.wsProbeAt = Date.now() + 60_000;
+    const ok = await new Promise<boolean>((resolve) => {
+      let ws: WebSocket;
+      try {
+        ws = new WebSocket(`${this.wsBase()}/${first.value}?token=${encodeURIComponent(this.session.access_token)}`);
+      } catch {
+        resolve(false);
+        return;
+      }
+      ws.binaryType = "arraybuffer";
+      const t = setTimeout(() => { ws.close(); resolve(false); }, 5000);
+      ws.onmessage = () => { clearTimeout(t); ws.close(); resolve(true); };
+      ws.onerror = () => { clearTimeout(t); resolve(false); };
+      ws.onclose = () => { clearTimeout(t); resolve(false); };
+    });
+    if (!ok || this.stopped) {
+      this.setState({ wsAvailable: false });
+      return;
+    }
+    if (this.wsCtor === null) this.wsCtor = (await import("y-websocket")).WebsocketProvider;
+    this.setState({ wsAvailable: true });
+    for (const e of this.entries.values()) this.connectWs(e);
+  }
+
+  private wsBase(): string {
+    const proto = location.protocol === "https:" ? "wss:" : "ws:";
+    return `${proto}//${location.host}/ws`;
+  }
+
+  private connectWs(e: DocEntry): void {
+    if (e.ws !== null || this.wsCtor === null || this.stopped) return;
+    const p = new this.wsCtor(this.wsBase(), e.id, e.doc, {
+      params: { token: this.session.access_token }, disableBc: true, maxBackoffTime: 10_000,
+    });
+    p.awareness.setLocalState(null);
+    p.on("status", () => this.countLive());
+    p.on("closed", () => {
+      // the server refused the connection for good (e.g. an expired token): HTTP carries on,
+      // and the next successful sync probes again with a fresh token
+      p.destroy();
+      e.ws = null;
+      this.setState({ wsAvailable: null });
+      this.wsProbeAt = 0;
+      this.countLive();
+    });
+    e.ws = p;
+  }
+
+  private countLive(): void {
+    let n = 0;
+    for (const e of this.entries.values()) if (e.ws?.wsconnected) n++;
+    if (n !== this.state.live) this.setState({ live: n });
+  }
+
+  /** New tokens (refresh): later WebSocket connections use the new access token. */
+  updateSession(s: Session): void {
+    this.session = s;
+    for (const e of this.entries.values()) if (e.ws) e.ws.params = { token: s.access_token };
+  }
+
+  // --- shutdown --------------------------------------------------------------------------
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer !== null) clearTimeout(this.timer);
+    window.removeEventListener("online", this.onOnline);
+    window.removeEventListener("offline", this.onOffline);
+    await this.outboxWrites.catch(() => undefined);
+    for (const e of this.entries.values()) {
+      e.ws?.destroy();
+      await e.idb.destroy();
+      e.doc.destroy();
+    }
+    this.entries.clear();
+    this.meta.close();
+  }
+
+  knownDatabases(): string[] {
+    return [...this.records.keys()].map((id) => DOC_DB_PREFIX + id);
+  }
+}
