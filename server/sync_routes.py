@@ -14,7 +14,12 @@ never from the request body.
     what the device lacks of a document (``update`` base64) and the ``seq`` to pass as
     ``since`` next time.
 ``GET /api/sync/status?after=<doc_id>&limit=<n>``
-    the documents the device may see, with their log heads and what this device acknowledged.
+    the documents the device may see (``server.policy``: a crew sees its assigned jobs and
+    their customers), with their log heads and what this device acknowledged. A replica drops
+    the documents no longer listed, so unassigning a job removes it from the crew's devices.
+
+Refusals by the policy (403 ``FORBIDDEN``: reading or writing a document outside one's
+scope, or a field one's role may not write) are written to ``audit_log``.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from syncd.protocol import PushAck
 from . import policy
 from .deps import Auth, audit_refusal, current_auth, requires
 from .errors import ApiError, Forbidden, InvalidBase64, InvalidJson, ValidationFailed, error_body, ok, validation_details
+from .replication import readable_heads_clause, reading
 from .services import services
 
 __all__ = ["routes", "PushItem", "PushBatch", "decode_b64"]
@@ -95,8 +101,13 @@ def _ack_json(ack: PushAck, key: str | None) -> dict[str, Any]:
     return out
 
 
-async def _push_one(request: Request, auth: Auth, item: PushItem, field: str) -> PushAck:
-    if not policy.can_push(auth.principal, item.doc_id):
+async def _push_one(request: Request, auth: Auth, item: PushItem, field: str, allowed: bool | None = None) -> PushAck:
+    """Edge check (``allowed`` when decided beforehand), then the engine. With ``allowed`` given
+    nothing is awaited before the update is enqueued."""
+    if allowed is None:
+        allowed = await policy.can_push(services(request).db, auth.principal, item.doc_id)
+    if not allowed:
+        await audit_refusal(request, "FORBIDDEN: may not write", auth=auth, resource=item.doc_id)
         raise Forbidden(f"you may not write {item.doc_id}")
     update = decode_b64(item.update, field)
     try:
@@ -129,14 +140,18 @@ async def push(request: Request) -> Response:
             raise ValidationFailed("too many updates in one request", [
                 {"field": "updates", "message": f"at most {cfg.max_batch_updates} updates per request"}])
 
+        writable = await policy.pushable(services(request).db, auth.principal, {u.doc_id for u in batch.updates})
+
         async def guarded(i: int, item: PushItem) -> dict[str, Any]:
             try:
-                return _ack_json(await _push_one(request, auth, item, f"updates.{i}.update"), item.idempotency_key)
+                return _ack_json(await _push_one(request, auth, item, f"updates.{i}.update", item.doc_id in writable),
+                                 item.idempotency_key)
             except Exception as e:  # reported per update; the others still count
                 return _item_error(item.doc_id, e)
 
-        # Tasks are created in order and each enqueues its update before its first await,
-        # so the engine sees the batch in request order (updates may build on earlier ones).
+        # Tasks are created in order and each enqueues its update before its first await (the
+        # edge check was decided above), so the engine sees the batch in request order
+        # (updates may build on earlier ones).
         results = await asyncio.gather(*(guarded(i, it) for i, it in enumerate(batch.updates)))
         return ok({"results": list(results)})
     item = PushItem.model_validate(data)
@@ -155,7 +170,7 @@ def _query(model: type[BaseModel], request: Request) -> Any:
 async def pull(request: Request) -> Response:
     auth = current_auth(request)
     q: PullQuery = _query(PullQuery, request)
-    if not policy.can_read(auth.principal, q.doc_id):
+    if not await policy.can_read(services(request).db, auth.principal, q.doc_id):
         await audit_refusal(request, "FORBIDDEN: may not read", auth=auth, resource=q.doc_id)
         raise Forbidden(f"you may not read {q.doc_id}")
     sv = decode_b64(q.state_vector, "state_vector") if q.state_vector else None
@@ -173,13 +188,16 @@ async def status(request: Request) -> Response:
             .order_by(h.c.doc_id).limit(q.limit + 1))
     if q.after:
         stmt = stmt.where(h.c.doc_id > q.after)
-    async with services(request).db.connect() as conn:
+    readable = readable_heads_clause(auth.principal, h)
+    if readable is not None:
+        stmt = stmt.where(readable)
+    async with reading(services(request).db) as conn:
         rows = (await conn.execute(stmt)).all()
     more = len(rows) > q.limit
     rows = rows[:q.limit]
     docs = [{"doc_id": r.doc_id, "kind": r.kind, "seq": r.last_seq, "acked_seq": r.acked_seq or 0,
              "behind": max(0, r.last_seq - (r.acked_seq or 0))}
-            for r in rows if policy.can_read(auth.principal, r.doc_id)]
+            for r in rows]
     next_cursor = rows[-1].doc_id if more and rows else None
     return ok({"device_id": auth.device_id, "server_time": services(request).engine.server_time(), "docs": docs},
               next_cursor=next_cursor)
