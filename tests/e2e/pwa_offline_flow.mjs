@@ -62,6 +62,34 @@ const viewOf = (p, docId) => p.evaluate((id) => {
 }, docId);
 const pending = (p) => p.evaluate(() => window.__fieldsync.state.pending);
 
+/** Interactive elements without an accessible name, and (phone) touch targets under 48px. */
+const a11yProblems = (p, minTarget) => p.evaluate((min) => {
+  const out = [];
+  const nameOf = (el) => {
+    const t = (s) => (s || "").replace(/\s+/g, " ").trim();
+    if (t(el.getAttribute("aria-label"))) return t(el.getAttribute("aria-label"));
+    const by = el.getAttribute("aria-labelledby");
+    if (by) return t(by.split(" ").map((id) => document.getElementById(id)?.textContent).join(" "));
+    if (el.id) { const l = document.querySelector(`label[for="${CSS.escape(el.id)}"]`); if (l && t(l.textContent)) return t(l.textContent); }
+    const wrap = el.closest("label");
+    if (wrap && t(wrap.textContent)) return t(wrap.textContent);
+    if (["A", "BUTTON", "SUMMARY"].includes(el.tagName)) return t(el.textContent) || t(el.getAttribute("title"));
+    return t(el.getAttribute("title"));
+  };
+  for (const el of document.querySelectorAll("a[href], button, input, select, textarea, [role=button], [tabindex]:not([tabindex='-1'])")) {
+    const r = el.getBoundingClientRect();
+    if (r.width === 0 && r.height === 0) continue;
+    const desc = `${el.tagName.toLowerCase()}${el.id ? "#" + el.id : ""}.${el.className}`;
+    if (!nameOf(el)) out.push(`no accessible name: ${desc}`);
+    if (min) {
+      const target = el.type === "checkbox" ? el.closest("label") ?? el : el;
+      const h = target.getBoundingClientRect().height;
+      if (h < min - 0.5 && !el.classList.contains("skip")) out.push(`touch target ${Math.round(h)}px < ${min}px: ${desc}`);
+    }
+  }
+  return out;
+}, minTarget);
+
 async function waitFor(desc, fn, timeout = T) {
   const end = Date.now() + timeout;
   let last;
@@ -104,6 +132,8 @@ try {
   const me = await crew.evaluate(() => JSON.parse(localStorage.getItem("fieldsync.session")).user.id);
   await crew.getByRole("link", { name: "Upcoming" }).click();
   const upcoming = await crew.locator(".job-card .job-title").allTextContents();
+  const homeProblems = await a11yProblems(crew, 48);
+  check("crew list (phone): every control is named and >= 48px", homeProblems.length === 0, homeProblems.join("; "));
   await crew.getByRole("link", { name: "Today" }).click();
   const todays = await crew.locator(".job-card .job-title").allTextContents();
   const listed = [...todays, ...upcoming];
@@ -126,6 +156,13 @@ try {
   await office.waitForSelector("[data-testid=job-detail]", { timeout: T });
   await shot(crew, "crew-job-before");
   await shot(office, "office-job-before");
+  for (const [name, p, min] of [["crew job (phone)", crew, 48], ["office job (desktop)", office, 0]]) {
+    const problems = await a11yProblems(p, min);
+    check(`${name}: every control is named${min ? " and >= 48px" : ""}`, problems.length === 0, problems.join("; "));
+  }
+  // keyboard: the office can reach and use the status select and the why button with the keyboard
+  await office.getByLabel("Status", { exact: true }).focus();
+  check("office status select is keyboard focusable", await office.evaluate(() => document.activeElement?.id === "job-status-select"));
 
   // --- crew goes offline and edits ------------------------------------------------------------
   const screwsBefore = await crew.locator("[data-material='drywall screws']").count();
@@ -204,6 +241,37 @@ try {
   check("why view explains the owner_wins conflict", /owner_wins/.test(why) && /in_progress/.test(why) && /on_hold/.test(why), why.slice(0, 200));
   await shot(office, "office-why");
   await office.keyboard.press("Escape");
+  await office.getByTestId("why-dialog").waitFor({ state: "detached", timeout: T });
+  check("the why dialog closes with Escape", true);
+  for (const path of ["/", "/customers"]) {
+    await office.getByRole("link", { name: path === "/" ? "Jobs" : "Customers" }).click();
+    await office.waitForTimeout(300);
+    const problems = await a11yProblems(office, 0);
+    check(`office ${path}: every control is named`, problems.length === 0, problems.join("; "));
+    await shot(office, `office${path.replace("/", "-") || "-board"}`);
+  }
+
+  // --- office creates a customer and a job, assigns the crew: it appears live on the phone ---
+  await office.getByRole("link", { name: "Customers" }).click();
+  await office.getByLabel("Name").fill("E2E Customer");
+  await office.getByLabel("Phone").fill("+1 555 0177");
+  await office.getByRole("button", { name: "Create customer" }).click();
+  await office.waitForSelector("text=E2E Customer", { timeout: T });
+  await office.getByRole("link", { name: "Jobs" }).click();
+  await office.getByLabel("Customer").selectOption({ label: "E2E Customer" });
+  await office.getByLabel("Title").fill("E2E porch light");
+  await office.getByRole("button", { name: "Create job" }).click();
+  await office.waitForSelector("[data-testid=job-detail]", { timeout: T });
+  result.new_job_id = new URL(office.url()).pathname.split("/").pop();
+  await office.locator(`input[data-user="${me}"]`).check();
+  await crew.goto(`${base}/upcoming`);
+  await crew.waitForSelector(".job-card:has-text('E2E porch light')", { timeout: 30_000 });
+  check("a newly assigned job reaches the crew without reload", true);
+  await shot(crew, "crew-new-assignment");
+  await office.locator(`input[data-user="${me}"]`).uncheck();
+  await crew.waitForSelector(".job-card:has-text('E2E porch light')", { state: "detached", timeout: 30_000 });
+  check("an unassigned job disappears from the crew without reload", true);
+  await waitFor("office changes acknowledged", async () => (await pending(office)) === 0);
 
   result.errors = errors;
   check("no uncaught page errors", errors.length === 0, errors.join(" | "));

@@ -143,3 +143,12 @@ async def test_crew_offline_office_concurrent_converge(db_url: str, chromium: st
     bodies = [n["body"] for n in view["notes"]]
     assert "Offline: studs bought, starting demo" in bodies and "Office: customer called, hold until Monday" in bodies
     assert (artifacts / "crew-offline-reload.png").is_file()
+    # the job the office created in the browser is projected, with its customer, unassigned again
+    eng = create_engine(db_url)
+    try:
+        async with eng.connect() as conn:
+            new_job = (await conn.execute(select(t.jobs).where(t.jobs.c.id == result["new_job_id"]))).one()
+            cust = (await conn.execute(select(t.customers).where(t.customers.c.id == new_job.customer_id))).one()
+    finally:
+        await eng.dispose()
+    assert (new_job.title, new_job.status, cust.name, cust.phone) == ("E2E porch light", "lead", "E2E Customer", "+1 555 0177")

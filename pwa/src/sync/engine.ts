@@ -75,6 +75,7 @@ export class SyncEngine {
   private changeScheduled = false;
   private wsProbeAt = 0;
   private wsCtor: typeof WebsocketProvider | null = null;
+  private readonly wsRefused = new Set<string>();
   private readonly opts: Required<EngineOptions>;
   state: SyncState = {
     online: navigator.onLine, pending: 0, lastSync: null, syncing: false, live: 0, wsAvailable: null,
@@ -345,7 +346,10 @@ export class SyncEngine {
       const now = Date.now();
       void this.meta.set("last_sync", now);
       this.setState({ online: true, lastSync: now, lastError: null });
-      if (this.opts.websocket) this.maybeProbeWs();
+      if (this.opts.websocket) {
+        if (this.state.wsAvailable) for (const e of this.entries.values()) this.connectWs(e);
+        else void this.maybeProbeWs();
+      }
     } catch (e) {
       this.failures++;
       const offline = e instanceof NetworkError;
@@ -420,19 +424,19 @@ export class SyncEngine {
   }
 
   private connectWs(e: DocEntry): void {
-    if (e.ws !== null || this.wsCtor === null || this.stopped) return;
+    if (e.ws !== null || this.wsCtor === null || this.stopped || this.wsRefused.has(e.id)) return;
     const p = new this.wsCtor(this.wsBase(), e.id, e.doc, {
       params: { token: this.session.access_token }, disableBc: true, maxBackoffTime: 10_000,
     });
     p.awareness.setLocalState(null);
     p.on("status", () => this.countLive());
-    p.on("closed", () => {
-      // the server refused the connection for good (e.g. an expired token): HTTP carries on,
-      // and the next successful sync probes again with a fresh token
+    p.on("closed", (ev: { code: number; reason: string }) => {
+      // The server refused the connection for good. 4401 (no/expired token): HTTP sync carries
+      // on, refreshes the token, and reconnects this document after its next success. Any
+      // other refusal (e.g. 4403: not readable by this user) is not retried for this document.
       p.destroy();
       e.ws = null;
-      this.setState({ wsAvailable: null });
-      this.wsProbeAt = 0;
+      if (ev.code !== 4401) this.wsRefused.add(e.id);
       this.countLive();
     });
     e.ws = p;

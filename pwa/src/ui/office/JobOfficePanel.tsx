@@ -107,7 +107,7 @@ export default function JobOfficePanel({ jobId, onWhy }: { jobId: string; onWhy:
           {crewPeople.map((p) => (
             <li key={p.id}>
               <label className="check">
-                <input type="checkbox" checked={crew.includes(p.id)} onChange={(e) => act(() => updateRecord(engine, "job", jobId, {
+                <input type="checkbox" data-user={p.id} checked={crew.includes(p.id)} onChange={(e) => act(() => updateRecord(engine, "job", jobId, {
                   crew: e.target.checked ? [...crew, p.id] : crew.filter((x) => x !== p.id),
                 }))} />
                 {p.name}
