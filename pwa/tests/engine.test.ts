@@ -1,0 +1,203 @@
+/** The sync engine against an in-memory fake of the server's HTTP sync API: outbox tracking,
+ * acknowledgement, transient vs permanent refusals, pulls with state vectors, dropping
+ * documents no longer visible, and restart from IndexedDB. */
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import * as Y from "yjs";
+import { rootMap, writeField } from "../src/doc/codec";
+
+// --- browser globals the engine uses (fake-indexeddb comes from tests/setup.ts) -------------
+const store = new Map<string, string>();
+const g = globalThis as any;
+g.localStorage = {
+  getItem: (k: string) => store.get(k) ?? null, setItem: (k: string, v: string) => void store.set(k, String(v)),
+  removeItem: (k: string) => void store.delete(k), clear: () => store.clear(), key: (i: number) => [...store.keys()][i] ?? null,
+  get length() { return store.size; },
+};
+Object.defineProperty(g.localStorage, "keys", { value: () => [...store.keys()] });
+g.window ??= Object.assign(new EventTarget(), { location: { protocol: "http:", host: "test" } });
+if (!("navigator" in g) || g.navigator === undefined) g.navigator = { onLine: true, userAgent: "vitest" };
+g.location ??= { protocol: "http:", host: "test" };
+
+const { SyncEngine } = await import("../src/sync/engine");
+const { toBase64, fromBase64 } = await import("../src/lib/base64");
+const { deleteAllDatabases } = await import("../src/lib/idb");
+
+const USER = { id: "0c0c0c0c-0000-4000-8000-000000000002", email: "crew1@demo.test", name: "Cory", role: "crew" as const };
+const SESSION = { access_token: "a", refresh_token: "r", csrf_token: "c", device_id: "dev-test-1", user: USER };
+const JOB = "job:11111111-1111-4111-8111-111111111111";
+const JOB2 = "job:22222222-2222-4222-8222-222222222222";
+
+/** A fake server: one Y.Doc and a log head per document. */
+class FakeServer {
+  docs = new Map<string, { doc: Y.Doc; seq: number }>();
+  pushes: any[] = [];
+  refuse: ((item: any) => any) | null = null;
+  down = false;
+  hidden = new Set<string>();
+
+  doc(id: string) {
+    let d = this.docs.get(id);
+    if (!d) this.docs.set(id, (d = { doc: new Y.Doc(), seq: 0 }));
+    return d;
+  }
+
+  fetch = async (path: string, init: any = {}): Promise<Response> => {
+    if (this.down) throw new TypeError("Failed to fetch");
+    const url = new URL(path, "http://test");
+    const json = (status: number, body: unknown) => new Response(JSON.stringify(body), { status });
+    if (url.pathname === "/api/sync/push") {
+      const body = JSON.parse(init.body);
+      this.pushes.push(body);
+      const results = body.updates.map((u: any) => {
+        const refusal = this.refuse?.(u);
+        if (refusal) return refusal;
+        const d = this.doc(u.doc_id);
+        Y.applyUpdate(d.doc, fromBase64(u.update));
+        d.seq++;
+        return { doc_id: u.doc_id, seq: d.seq, duplicate: false, server_time: Date.now() };
+      });
+      return json(200, { data: { results }, meta: {} });
+    }
+    if (url.pathname === "/api/sync/status") {
+      const docs = [...this.docs].filter(([id]) => !this.hidden.has(id)).map(([doc_id, d]) => ({ doc_id, seq: d.seq }));
+      return json(200, { data: { docs, server_time: Date.now() }, meta: {} });
+    }
+    if (url.pathname === "/api/sync/pull") {
+      const d = this.docs.get(url.searchParams.get("doc_id")!);
+      if (!d) return json(404, { error: { code: "UNKNOWN_DOCUMENT", message: "no", details: [] } });
+      const sv = url.searchParams.get("state_vector");
+      const update = Y.encodeStateAsUpdate(d.doc, sv ? fromBase64(sv) : undefined);
+      return json(200, { data: { doc_id: url.searchParams.get("doc_id"), update: toBase64(update), seq: d.seq, server_time: Date.now() }, meta: {} });
+    }
+    return json(404, { error: { code: "NOT_FOUND", message: path, details: [] } });
+  };
+}
+
+let server: FakeServer;
+let engines: InstanceType<typeof SyncEngine>[] = [];
+
+async function start() {
+  const e = await SyncEngine.start(SESSION, () => {}, () => {}, { websocket: false, pollMs: 3_600_000 });
+  engines.push(e);
+  return e;
+}
+
+beforeEach(() => {
+  store.clear();
+  localStorage.setItem("fieldsync.session", JSON.stringify(SESSION));
+  server = new FakeServer();
+  vi.stubGlobal("fetch", server.fetch);
+});
+
+afterEach(async () => {
+  for (const e of engines) await e.stop();
+  engines = [];
+  await deleteAllDatabases([`fieldsync-doc:${JOB}`, `fieldsync-doc:${JOB2}`]);
+  vi.unstubAllGlobals();
+});
+
+const settle = () => new Promise((r) => setTimeout(r, 20));
+
+describe("sync engine", () => {
+  it("queues local edits until the server acknowledges them", async () => {
+    const e = await start();
+    await e.syncNow();
+    e.edit(JOB, (doc, s) => writeField(doc, "title", "Kitchen", s));
+    e.edit(JOB, (doc, s) => writeField(doc, "status", "scheduled", s));
+    expect(e.state.pending).toBe(2);
+    expect(e.view(JOB)!.record).toEqual({ title: "Kitchen", status: "scheduled" }); // applied at once
+    await e.syncNow();
+    expect(e.state.pending).toBe(0);
+    expect(server.pushes.flatMap((p) => p.updates.map((u: any) => u.doc_id))).toEqual([JOB, JOB]);
+    const keys = [...rootMap(server.doc(JOB).doc, "fields").keys()].sort();
+    expect(keys).toHaveLength(2);
+    expect(keys.every((k) => k.endsWith("/dev-test-1"))).toBe(true); // written as this device
+    const entry = rootMap(server.doc(JOB).doc, "fields").get(keys[0]!) as any;
+    expect([entry.a, entry.r]).toEqual([USER.id, "crew"]); // and this user and role
+    expect(e.state.online).toBe(true);
+    expect(e.state.lastSync).not.toBeNull();
+  });
+
+  it("keeps updates after a transient refusal and sends them in order later", async () => {
+    const e = await start();
+    e.edit(JOB, (doc, s) => writeField(doc, "title", "A", s));
+    e.edit(JOB, (doc, s) => writeField(doc, "title", "B", s));
+    server.refuse = () => ({ doc_id: JOB, status: 409, error: { code: "MISSING_DEPENDENCIES", message: "later", details: [] } });
+    await e.syncNow();
+    expect(e.state.pending).toBe(2);
+    server.refuse = null;
+    await e.syncNow();
+    expect(e.state.pending).toBe(0);
+    expect(server.pushes.at(-1).updates).toHaveLength(2);
+    const fields = rootMap(server.doc(JOB).doc, "fields");
+    expect([...fields.values()].map((v: any) => v.v)).toEqual(["B"]);
+  });
+
+  it("goes offline on network errors and keeps everything", async () => {
+    const e = await start();
+    server.down = true;
+    e.edit(JOB, (doc, s) => writeField(doc, "title", "offline", s));
+    await e.syncNow();
+    expect(e.state.online).toBe(false);
+    expect(e.state.pending).toBe(1);
+    server.down = false;
+    await e.syncNow();
+    expect(e.state).toMatchObject({ online: true, pending: 0 });
+  });
+
+  it("drops a document's changes the server refuses for good and tells the user", async () => {
+    const e = await start();
+    e.edit(JOB, (doc, s) => writeField(doc, "title", "ok", s));
+    e.edit(JOB2, (doc, s) => writeField(doc, "title", "bad", s));
+    server.refuse = (u) => (u.doc_id === JOB2 ? { doc_id: JOB2, status: 422, error: { code: "SCHEMA_VIOLATION", message: "nope", details: [] } } : null);
+    await e.syncNow();
+    await settle();
+    expect(e.state.pending).toBe(0);
+    expect(e.state.notices.join(" ")).toMatch(/SCHEMA_VIOLATION/);
+    expect(e.docIds()).toEqual([JOB]);
+    expect(e.view(JOB)!.record["title"]).toBe("ok");
+  });
+
+  it("pulls what others wrote with its state vector, once per new log head", async () => {
+    const other = new Y.Doc();
+    writeField(other, "title", "From office", { ts: "1700000000000.00000", device: "dev-office", author: "u-office", role: "office" });
+    server.doc(JOB).doc.transact(() => Y.applyUpdate(server.doc(JOB).doc, Y.encodeStateAsUpdate(other)));
+    server.doc(JOB).seq = 3;
+    const e = await start();
+    await e.syncNow();
+    expect(e.view(JOB)!.record["title"]).toBe("From office");
+    const pulls = vi.fn(server.fetch);
+    vi.stubGlobal("fetch", pulls);
+    await e.syncNow();
+    expect(pulls.mock.calls.map((c) => String(c[0])).filter((u) => u.includes("/pull"))).toEqual([]);
+  });
+
+  it("drops a document that is no longer visible (e.g. a crew unassigned)", async () => {
+    server.doc(JOB);
+    writeField(server.doc(JOB).doc, "title", "T", { ts: "1700000000000.00000", device: "d", author: "u", role: "office" });
+    server.doc(JOB).seq = 1;
+    const e = await start();
+    await e.syncNow();
+    expect(e.docIds()).toEqual([JOB]);
+    server.hidden.add(JOB);
+    await e.syncNow();
+    expect(e.docIds()).toEqual([]);
+  });
+
+  it("restarts from IndexedDB with its documents and its outbox", async () => {
+    const e = await start();
+    server.down = true;
+    e.edit(JOB, (doc, s) => writeField(doc, "title", "kept", s));
+    await e.syncNow();
+    await settle();
+    await e.stop();
+    engines = engines.filter((x) => x !== e);
+    const again = await start();
+    expect(again.state.pending).toBe(1);
+    expect(again.view(JOB)!.record["title"]).toBe("kept");
+    server.down = false;
+    await again.syncNow();
+    expect(again.state.pending).toBe(0);
+    expect([...rootMap(server.doc(JOB).doc, "fields").values()].map((v: any) => v.v)).toEqual(["kept"]);
+  });
+});
