@@ -74,7 +74,7 @@ class FakeServer {
 }
 
 let server: FakeServer;
-let engines: InstanceType<typeof SyncEngine>[] = [];
+let engines: Awaited<ReturnType<typeof SyncEngine.start>>[] = [];
 
 async function start() {
   const e = await SyncEngine.start(SESSION, () => {}, () => {}, { websocket: false, pollMs: 3_600_000 });
