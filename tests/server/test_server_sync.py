@@ -41,7 +41,8 @@ async def test_push_pull_round_trip_between_two_devices(harness):
     dev = office.device()
     doc_id = job_doc()
     cust = str(uuid.uuid4())
-    u1 = dev.set_fields(doc_id, customer_id=cust, title="Kitchen remodel", status="scheduled")
+    u1 = dev.set_fields(doc_id, customer_id=cust, title="Kitchen remodel", status="scheduled",
+                        crew=[crew.user["id"]])  # a crew reads only the jobs assigned to it
     r = await harness.client.post("/api/sync/push", headers=office.headers,
                                   json={"doc_id": doc_id, "update": b64(u1), "idempotency_key": "k-1"})
     assert r.status_code == 200, r.text
@@ -67,7 +68,8 @@ async def test_push_pull_round_trip_between_two_devices(harness):
     assert pulled["doc_id"] == doc_id and pulled["seq"] == ack["seq"]
     replica = Doc()
     replica.apply_update(base64.b64decode(pulled["update"]))
-    assert fields_of(replica) == {"customer_id": cust, "title": "Kitchen remodel", "status": "scheduled"}
+    assert fields_of(replica) == {"customer_id": cust, "title": "Kitchen remodel", "status": "scheduled",
+                                  "crew": [crew.user["id"]]}
 
     # the office edits again; the crew pulls with its state vector and cursor, gets only the news
     u2 = dev.set_fields(doc_id, title="Kitchen + pantry")
@@ -96,7 +98,8 @@ async def test_the_crew_writes_as_itself_and_the_office_sees_it(harness):
     doc_id = job_doc()
     od = office.device()
     r = await harness.client.post("/api/sync/push", headers=office.headers,
-                                  json={"doc_id": doc_id, "update": b64(od.set_fields(doc_id, title="Deck"))})
+                                  json={"doc_id": doc_id, "update": b64(od.set_fields(
+                                      doc_id, title="Deck", status="scheduled", crew=[crew.user["id"]]))})
     assert r.status_code == 200
     cd = crew.device()
     pulled = await harness.client.get("/api/sync/pull", headers=crew.headers, params={"doc_id": doc_id})
@@ -183,7 +186,7 @@ async def test_batch_size_and_shape_are_validated(harness):
     (b64(b"\x01\xff\xff\xff\xff\xff\xff\xff\xff\x0f"), "MALFORMED_UPDATE"),
 ])
 async def test_hostile_updates_get_400_and_the_server_stays_up(harness, update, code):
-    s = await harness.user_session("crew")
+    s = await harness.user_session("office")
     r = await harness.client.post("/api/sync/push", headers=s.headers, json={"doc_id": job_doc(), "update": update})
     assert r.status_code == 400, r.text
     err = r.json()["error"]
@@ -200,7 +203,7 @@ async def test_malformed_json_body_is_400(harness):
 
 
 async def test_oversize_bodies_and_updates_are_413_and_the_server_stays_up(harness):
-    s = await harness.user_session("crew")
+    s = await harness.user_session("office")
     doc_id = job_doc()
     huge = {"doc_id": doc_id, "update": "A" * (3 * 1024 * 1024)}
     r = await harness.client.post("/api/sync/push", headers=s.headers, json=huge)
@@ -223,7 +226,7 @@ async def test_oversize_bodies_and_updates_are_413_and_the_server_stays_up(harne
 
 
 async def test_pull_errors(harness):
-    s = await harness.user_session("crew")
+    s = await harness.user_session("office")
     dev = s.device()
     doc_id = job_doc()
     await harness.client.post("/api/sync/push", headers=s.headers,
