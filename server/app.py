@@ -40,15 +40,18 @@ from .middleware import BodyLimitMiddleware, IpRateLimitMiddleware
 from .ratelimit import RateLimits, RedisLimiter
 from .services import Services
 from . import pwa_static  # serves pwa/dist at / (router default: never shadows a route)
+from . import ws
 
 __all__ = ["create_app", "ROUTE_MODULES", "default_routes"]
 
 log = logging.getLogger("server.app")
 
 #: Modules whose ``routes`` list makes up the API, in matching order.
-ROUTE_MODULES: list[Any] = [health, auth_routes, sync_routes, audit_routes]
+ROUTE_MODULES: list[Any] = [health, auth_routes, sync_routes, audit_routes, ws]
 
 Extension = Callable[[Starlette], AsyncContextManager[Any]]
+#: Extensions every app runs (before those passed to create_app): live sync fan-out.
+DEFAULT_EXTENSIONS: list[Extension] = [ws.extension]
 
 
 def default_routes() -> list[BaseRoute]:
@@ -102,9 +105,10 @@ def create_app(database_url: str, redis_url: str | None = None, *, keys_dir: str
                 audit=AuditLog(db), redis=redis)
             app.state.services = svc
             app.state.config, app.state.db, app.state.engine, app.state.keys = cfg, db, engine, keys
+            app.state.redis_url = redis_url
             await engine.start()
             async with AsyncExitStack() as stack:
-                for ext in extensions:
+                for ext in (*DEFAULT_EXTENSIONS, *extensions):
                     await stack.enter_async_context(ext(app))
                 yield
         finally:
