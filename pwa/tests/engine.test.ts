@@ -4,6 +4,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import * as Y from "yjs";
 import { rootMap, writeField } from "../src/doc/codec";
+import { formatTs, parseTs } from "../src/rules/hlc";
 
 // --- browser globals the engine uses (fake-indexeddb comes from tests/setup.ts) -------------
 const store = new Map<string, string>();
@@ -34,6 +35,8 @@ class FakeServer {
   refuse: ((item: any) => any) | null = null;
   down = false;
   hidden = new Set<string>();
+  clockMs = () => Date.now();
+  serverTime = () => formatTs(this.clockMs(), 0);
 
   doc(id: string) {
     let d = this.docs.get(id);
@@ -54,20 +57,20 @@ class FakeServer {
         const d = this.doc(u.doc_id);
         Y.applyUpdate(d.doc, fromBase64(u.update));
         d.seq++;
-        return { doc_id: u.doc_id, seq: d.seq, duplicate: false, server_time: Date.now() };
+        return { doc_id: u.doc_id, seq: d.seq, duplicate: false, server_time: this.serverTime() };
       });
       return json(200, { data: { results }, meta: {} });
     }
     if (url.pathname === "/api/sync/status") {
       const docs = [...this.docs].filter(([id]) => !this.hidden.has(id)).map(([doc_id, d]) => ({ doc_id, seq: d.seq }));
-      return json(200, { data: { docs, server_time: Date.now() }, meta: {} });
+      return json(200, { data: { docs, server_time: this.serverTime() }, meta: {} });
     }
     if (url.pathname === "/api/sync/pull") {
       const d = this.docs.get(url.searchParams.get("doc_id")!);
       if (!d) return json(404, { error: { code: "UNKNOWN_DOCUMENT", message: "no", details: [] } });
       const sv = url.searchParams.get("state_vector");
       const update = Y.encodeStateAsUpdate(d.doc, sv ? fromBase64(sv) : undefined);
-      return json(200, { data: { doc_id: url.searchParams.get("doc_id"), update: toBase64(update), seq: d.seq, server_time: Date.now() }, meta: {} });
+      return json(200, { data: { doc_id: url.searchParams.get("doc_id"), update: toBase64(update), seq: d.seq, server_time: this.serverTime() }, meta: {} });
     }
     return json(404, { error: { code: "NOT_FOUND", message: path, details: [] } });
   };
@@ -199,5 +202,38 @@ describe("sync engine", () => {
     await again.syncNow();
     expect(again.state.pending).toBe(0);
     expect([...rootMap(server.doc(JOB).doc, "fields").values()].map((v: any) => v.v)).toEqual(["kept"]);
+  });
+
+  it("a device whose clock is a day fast stamps server time after a sync", async () => {
+    const DAY = 86_400_000;
+    server.clockMs = () => Date.now() - DAY; // the server is a day behind this device
+    const e = await start();
+    await e.syncNow();
+    e.edit(JOB, (doc, s) => writeField(doc, "title", "x", s));
+    const key = [...rootMap(e.open(JOB).doc, "fields").keys()][0]!;
+    const wall = parseTs(key.split("/")[1]!).wall_ms;
+    expect(Math.abs(wall - (Date.now() - DAY))).toBeLessThan(5_000);
+  });
+});
+
+describe("api client", () => {
+  it("refreshes an expired access token once and retries", async () => {
+    const { api } = await import("../src/api");
+    const calls: string[] = [];
+    vi.stubGlobal("fetch", async (path: string, init: any) => {
+      calls.push(`${init.method} ${path} ${init.headers.Authorization ?? ""}`);
+      if (path === "/api/auth/refresh") {
+        expect(JSON.parse(init.body)).toEqual({ refresh_token: "r" });
+        return new Response(JSON.stringify({ data: { ...SESSION, access_token: "a2", refresh_token: "r2" } }), { status: 200 });
+      }
+      if (init.headers.Authorization === "Bearer a") {
+        return new Response(JSON.stringify({ error: { code: "INVALID_TOKEN", message: "expired", details: [] } }), { status: 401 });
+      }
+      return new Response(JSON.stringify({ data: { ok: 1 }, meta: {} }), { status: 200 });
+    });
+    const { data } = await api("GET", "/api/auth/me");
+    expect(data).toEqual({ ok: 1 });
+    expect(calls).toEqual(["GET /api/auth/me Bearer a", "POST /api/auth/refresh ", "GET /api/auth/me Bearer a2"]);
+    expect(JSON.parse(localStorage.getItem("fieldsync.session")!).refresh_token).toBe("r2");
   });
 });

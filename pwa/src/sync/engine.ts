@@ -16,7 +16,7 @@ import { fromBase64, toBase64, toBase64Url } from "../lib/base64";
 import { maxTimestamp, parseDocId, type Kind, type Stamp } from "../doc/codec";
 import { explainPath, resolveDoc, type DocView } from "../doc/view";
 import type { Explanation } from "../rules/explain";
-import { HLC } from "../rules/hlc";
+import { formatTs, HLC, isValidTs, parseTs } from "../rules/hlc";
 import type { Session } from "../session";
 
 /** Transaction origin of this device's own edits (the only ones that go to the outbox). */
@@ -312,9 +312,13 @@ export class SyncEngine {
     await this.meta.putDoc(rec);
   }
 
+  /** The server's clock (an HLC timestamp, or epoch seconds/ms): correct a device clock that is
+   * clearly off, and order later local writes after everything the server has seen. */
   private learnServerTime(serverTime: unknown): void {
-    if (typeof serverTime !== "number" || !Number.isFinite(serverTime)) return;
-    const ms = serverTime < 1e11 ? serverTime * 1000 : serverTime; // seconds or milliseconds
+    let ms: number | null = null;
+    if (typeof serverTime === "string" && isValidTs(serverTime)) ms = parseTs(serverTime).wall_ms;
+    else if (typeof serverTime === "number" && Number.isFinite(serverTime)) ms = serverTime < 1e11 ? serverTime * 1000 : serverTime;
+    if (ms === null) return;
     const offset = Math.round(ms - Date.now());
     // only correct clocks that are clearly off: a small offset is network latency
     const next = Math.abs(offset) > 2000 ? offset : 0;
@@ -322,6 +326,13 @@ export class SyncEngine {
       this.hlc.offsetMs = next;
       void this.meta.set("clock_offset", next);
     }
+    if (parseTs(this.hlc.last).wall_ms > ms + 60_000) {
+      // stamps issued while the clock was fast would be refused (the server bounds the skew):
+      // start again from the server's time
+      this.hlc = new HLC(formatTs(ms, 0), { offsetMs: next });
+    }
+    if (typeof serverTime === "string") this.receiveTs(serverTime);
+    else localStorage.setItem(HLC_KEY, this.hlc.last);
   }
 
   // --- the loop --------------------------------------------------------------------------
