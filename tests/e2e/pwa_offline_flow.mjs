@@ -273,6 +273,17 @@ try {
   check("an unassigned job disappears from the crew without reload", true);
   await waitFor("office changes acknowledged", async () => (await pending(office)) === 0);
 
+  // --- signing out clears the device's local data ------------------------------------------
+  await office.getByRole("link", { name: "Sync" }).click();
+  await office.getByRole("button", { name: "Sign out and clear this device" }).click();
+  await office.getByRole("button", { name: "Sign in" }).waitFor({ timeout: T });
+  const leftovers = await office.evaluate(async () => ({
+    dbs: (await indexedDB.databases()).map((d) => d.name).filter((n) => n && n.startsWith("fieldsync")),
+    keys: Object.keys(localStorage).filter((k) => k.startsWith("fieldsync.")),
+  }));
+  check("sign out deletes IndexedDB databases and stored session", leftovers.dbs.length === 0 && leftovers.keys.length === 0,
+        JSON.stringify(leftovers));
+
   result.errors = errors;
   check("no uncaught page errors", errors.length === 0, errors.join(" | "));
   result.ok = true;
