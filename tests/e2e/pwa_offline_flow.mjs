@@ -27,6 +27,10 @@ const browser = await chromium.launch({
 });
 const crewCtx = await browser.newContext({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true, deviceScaleFactor: 1 });
 const officeCtx = await browser.newContext({ viewport: { width: 1366, height: 900 } });
+if (process.env.E2E_NO_WS === "1") {
+  // HTTP push/pull only (as when the server offers no /ws)
+  for (const c of [crewCtx, officeCtx]) await c.addInitScript(() => { window.__FIELDSYNC_ENGINE_OPTIONS__ = { websocket: false }; });
+}
 const crew = await crewCtx.newPage();
 const office = await officeCtx.newPage();
 const errors = [];

@@ -2,8 +2,9 @@
 
 Runs ``pwa_offline_flow.mjs`` (Node, playwright-core driving Debian's Chromium at
 ``/usr/bin/chromium`` or ``$CHROMIUM_PATH``) against ``syncd serve`` started on a free port over
-a fresh database seeded with the demo company, once on SQLite and once on PostgreSQL. Then
-checks that the SQL projection equals what both browsers resolved. Screenshots go to
+a fresh database seeded with the demo company, once on SQLite (live sync over WebSocket when the
+server offers ``/ws``, HTTP otherwise) and once on PostgreSQL (HTTP push/pull only, the fallback
+transport). Then checks that the SQL projection equals what both browsers resolved. Screenshots go to
 ``tests/e2e/artifacts/<backend>/`` (gitignored).
 
 Needs the PWA built (``cd pwa && npm ci && npm run build``; built here if ``pwa/dist`` is
@@ -103,7 +104,8 @@ async def test_crew_offline_office_concurrent_converge(db_url: str, chromium: st
     try:
         _wait_healthy(base, server, log)
         run = subprocess.run(["node", str(SCRIPT), base, str(artifacts)], capture_output=True, text=True,
-                             timeout=300, env={**os.environ, "CHROMIUM_PATH": chromium})
+                             timeout=300, env={**os.environ, "CHROMIUM_PATH": chromium,
+                                               "E2E_NO_WS": "1" if backend == "postgres" else "0"})
         lines = [ln for ln in run.stdout.splitlines() if ln.startswith("RESULT ")]
         detail = f"\n--- browser log ---\n{run.stdout[-6000:]}\n{run.stderr[-3000:]}\n--- server log ---\n{log.read_text()[-3000:]}"
         assert lines, "the browser script printed no result" + detail
