@@ -17,8 +17,10 @@ Office may change ``owner_id`` and ``crew``; nobody can write *as* someone else,
 engine already requires every write to carry the token's user, role and device (so a crew
 cannot make its status write count as the owner's under ``owner_wins``).
 
-Crew status moves: a crew write of ``status`` is checked against the job's committed status
-(``view_before``). It is allowed when the new status is the current one (a harmless
+Crew status moves (:func:`crew_status_write_allowed`): a crew status write that saw the
+committed status must be an allowed move from it; one concurrent with it (an offline crew
+that could not see an office change) is arbitrated by owner-wins and may only name a
+status a crew move can reach. A move is allowed when the new status is the current one (a harmless
 re-assertion, e.g. two crew members both starting the job offline) or can be reached from it
 by a chain of :data:`~schema.models.CREW_STATUS_MOVES` (``crew_may_move``). The chain is
 needed because a replica pushes its outbox merged into one update per document, and the
@@ -91,6 +93,23 @@ def _reachable(status: str) -> frozenset[str]:
     return frozenset(seen)
 
 
+#: every status a crew move can lead to
+CREW_TARGETS: frozenset[str] = frozenset(t for moves in CREW_STATUS_MOVES.values() for t in moves)
+
+
+def crew_status_write_allowed(view_before: Any, write: Any, current: str | None) -> bool:
+    """A crew status write that saw the committed status (it supersedes the winning write)
+    must be an allowed move from it. One that did not see it is concurrent with it: the
+    field's rule (owner-wins) arbitrates, and it may only name a status a crew move can
+    reach, so an offline crew is never stuck behind an office change it could not see."""
+    if crew_status_allowed(current, write.value):
+        return True
+    res = view_before.record_resolutions.get("status") if view_before is not None else None
+    winner = res.winner if res is not None else None
+    concurrent = winner is not None and winner.key not in set(getattr(write, "supersedes", ()) or ())
+    return concurrent and write.value in CREW_TARGETS
+
+
 def crew_status_allowed(current: str | None, new: Any) -> bool:
     """Whether a crew member may write ``status=new`` on a job whose status is ``current``."""
     if not isinstance(current, str) or not isinstance(new, str):
@@ -159,7 +178,7 @@ def authorize_writes(principal: Principal, doc_id: str, view_before: "DocView | 
             name = f"job.{k.field}"
             if k.field not in CREW_JOB_FIELDS:
                 refused.append((name, f"a crew member may not change {name}"))
-            elif not crew_status_allowed(current, w.value):
+            elif not crew_status_write_allowed(view_before, w, current):
                 refused.append((name, f"a crew member may not move a job from {current!r} to {w.value!r}"))
         elif k.root == "materials":
             if k.field not in CREW_MATERIAL_FIELDS:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from conflict_rules.hlc import DEFAULT_MAX_SKEW_MS, parse_ts
-from schema.documents import KIND_JOB, REMOVED, ROOTS, WriteKey, parse_entry, parse_key
+from schema.documents import KIND_JOB, REMOVED, ROOTS, WriteKey, make_key, parse_entry, parse_key
 from schema.models import FieldError, validate_field
 
 from .errors import ClockSkew, Forbidden, SchemaViolation
@@ -35,6 +35,8 @@ class Change:
 class ValidatedWrite:
     key: WriteKey
     value: Any
+    #: keys of the same field's writes this write deleted: what its author saw
+    supersedes: tuple[str, ...] = ()
 
 
 def _field_kind(kind: str, root: str) -> str:
@@ -93,6 +95,11 @@ def validate_changes(kind: str, changes: Iterable[Change], principal: Principal,
     if errors:
         raise SchemaViolation("the update contains values the schema refuses", errors)
     rewritten = {_group(w.key) for w in added}
+    seen: dict[tuple[str, str | None, str | None], list[str]] = {}
+    for wk in deleted:
+        seen.setdefault(_group(wk), []).append(make_key(wk.root, ts=wk.ts, device=wk.device, field=wk.field,
+                                                         item=wk.item))
+    added = [ValidatedWrite(w.key, w.value, tuple(sorted(seen.get(_group(w.key), ())))) for w in added]
     for wk in deleted:
         if wk.root == "notes":
             raise Forbidden("notes are append-only: an update may not delete a note")

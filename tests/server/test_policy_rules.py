@@ -36,8 +36,10 @@ def job_view(status: str | None = "scheduled", crew: list[str] | None = None, **
     return resolve_doc(d, "job")
 
 
-def field(name: str, value: Any) -> ValidatedWrite:
-    return ValidatedWrite(D.WriteKey("fields", None, name, "1700000000001.00000", "crew-dev"), value)
+def field(name: str, value: Any, saw: str | None = f"status/1700000000000.00000/office-dev") -> ValidatedWrite:
+    """A write that saw the office's writes (it supersedes them), unless ``saw=None``."""
+    supersedes = (f"{name}/1700000000000.00000/office-dev",) if saw is not None else ()
+    return ValidatedWrite(D.WriteKey("fields", None, name, "1700000000001.00000", "crew-dev"), value, supersedes)
 
 
 def material(name: str, value: Any, item: str = MAT) -> ValidatedWrite:
@@ -162,6 +164,18 @@ def test_crew_status_write_against_the_committed_status(current, new, ok):
     else:
         e = refused(crew(), JOB, view, [field("status", new)])
         assert "job.status" in e.message and repr(new) in e.message
+
+
+@pytest.mark.parametrize("new,ok", [("in_progress", True), ("completed", True), ("on_hold", True),
+                                    ("invoiced", False), ("scheduled", False), ("lead", False)])
+def test_crew_status_write_concurrent_with_the_committed_one(new, ok):
+    """An offline crew that did not see the office cancel the job is not stuck: owner-wins
+    arbitrates, but it may only name statuses a crew move reaches."""
+    view = job_view(status="cancelled")
+    if ok:
+        policy.authorize_writes(crew(), JOB, view, [field("status", new, saw=None)])
+    else:
+        refused(crew(), JOB, view, [field("status", new, saw=None)])
 
 
 def test_crew_of_reads_the_resolved_crew():
