@@ -204,6 +204,15 @@ describe("sync engine", () => {
     expect([...rootMap(server.doc(JOB).doc, "fields").values()].map((v: any) => v.v)).toEqual(["kept"]);
   });
 
+  it("shares local edits with other tabs of the same browser at once", async () => {
+    server.down = true;
+    const a = await start();
+    const b = await start();
+    a.edit(JOB, (doc, s) => writeField(doc, "title", "from tab A", s));
+    await new Promise((r) => setTimeout(r, 100));
+    expect(b.view(JOB)?.record["title"]).toBe("from tab A");
+  });
+
   it("a device whose clock is a day fast stamps server time after a sync", async () => {
     const DAY = 86_400_000;
     server.clockMs = () => Date.now() - DAY; // the server is a day behind this device

@@ -23,6 +23,8 @@ import type { Session } from "../session";
 export const LOCAL_ORIGIN = Symbol("fieldsync-local");
 /** Transaction origin of updates pulled over HTTP. */
 export const HTTP_ORIGIN = Symbol("fieldsync-http");
+/** Transaction origin of edits made in another tab of this browser (same device). */
+export const TAB_ORIGIN = Symbol("fieldsync-tab");
 
 export interface SyncState {
   /** the last request to the server succeeded */
@@ -76,6 +78,10 @@ export class SyncEngine {
   private wsProbeAt = 0;
   private wsCtor: typeof WebsocketProvider | null = null;
   private readonly wsRefused = new Set<string>();
+  /** other tabs of this browser: their local edits are applied here at once (the server's
+   * log tail excludes this device's own updates, so a pull would not bring them) */
+  private readonly tabs: BroadcastChannel | null =
+    typeof BroadcastChannel === "function" ? new BroadcastChannel("fieldsync-updates") : null;
   private readonly opts: Required<EngineOptions>;
   state: SyncState = {
     online: navigator.onLine, pending: 0, lastSync: null, syncing: false, live: 0, wsAvailable: null,
@@ -98,6 +104,15 @@ export class SyncEngine {
     for (const r of await meta.docs()) engine.records.set(r.doc_id, r);
     await Promise.all([...engine.records.keys()].map((id) => engine.open(id).ready));
     engine.setState({ pending: await meta.outboxCount(), lastSync: (await meta.get<number>("last_sync")) ?? null });
+    if (engine.tabs) {
+      engine.tabs.onmessage = (ev: MessageEvent<{ docId: string; update: Uint8Array }>) => {
+        const { docId, update } = ev.data ?? {};
+        if (typeof docId !== "string" || !(update instanceof Uint8Array) || engine.stopped) return;
+        try {
+          Y.applyUpdate(engine.open(docId).doc, update, TAB_ORIGIN);
+        } catch { /* a malformed message is ignored */ }
+      };
+    }
     window.addEventListener("online", engine.onOnline);
     window.addEventListener("offline", engine.onOffline);
     engine.schedule(0);
@@ -126,6 +141,7 @@ export class SyncEngine {
       entry.version++;
       if (origin === LOCAL_ORIGIN) {
         this.enqueue(docId, update);
+        this.tabs?.postMessage({ docId, update });
       } else if (origin !== idb) {
         const ts = maxTimestamp(doc);
         if (ts) this.receiveTs(ts);
@@ -469,6 +485,7 @@ export class SyncEngine {
 
   async stop(): Promise<void> {
     this.stopped = true;
+    this.tabs?.close();
     if (this.timer !== null) clearTimeout(this.timer);
     window.removeEventListener("online", this.onOnline);
     window.removeEventListener("offline", this.onOffline);
