@@ -28,7 +28,7 @@ from starlette.routing import BaseRoute
 from schema.db import create_engine
 from syncd.engine import SyncEngine
 
-from . import audit_routes, health, policy, sync_routes
+from . import audit_routes, health, policy, rest, sync_routes
 from .audit import AuditLog
 from .auth import routes as auth_routes
 from .auth.keys import load_or_create_keys
@@ -47,7 +47,7 @@ __all__ = ["create_app", "ROUTE_MODULES", "default_routes"]
 log = logging.getLogger("server.app")
 
 #: Modules whose ``routes`` list makes up the API, in matching order.
-ROUTE_MODULES: list[Any] = [health, auth_routes, sync_routes, audit_routes, ws]
+ROUTE_MODULES: list[Any] = [health, auth_routes, sync_routes, audit_routes, rest, ws]
 
 Extension = Callable[[Starlette], AsyncContextManager[Any]]
 #: Extensions every app runs (before those passed to create_app): live sync fan-out.
