@@ -501,8 +501,10 @@ class SyncEngine:
                      "role": principal.role}
             with doc.transaction(origin="server-edit"):
                 result = fn(doc, stamp)
-            update = doc.get_update(before)
-            ack = await self.push(principal, doc_id, update)
+            if doc.get_state() == before:  # the edit wrote nothing: nothing to store
+                last = self._docs[doc_id].last_seq if doc_id in self._docs else 0
+                return PushAck(doc_id, last, True, self.server_time()), result
+            ack = await self.push(principal, doc_id, doc.get_update(before))
             return ack, result
 
     # --- pull -----------------------------------------------------------------------------
