@@ -12,7 +12,8 @@ import { IndexeddbPersistence } from "y-indexeddb";
 import type { WebsocketProvider } from "y-websocket";
 import { api, ApiError, NetworkError } from "../api";
 import { DOC_DB_PREFIX, MetaStore, type DocRecord } from "../lib/idb";
-import { fromBase64, toBase64, toBase64Url } from "../lib/base64";
+import { fromBase64, toBase64Url } from "../lib/base64";
+import { pushRound } from "./push";
 import { maxTimestamp, parseDocId, type Kind, type Stamp } from "../doc/codec";
 import { explainPath, resolveDoc, type DocView } from "../doc/view";
 import type { Explanation } from "../rules/explain";
@@ -52,8 +53,6 @@ export interface DocEntry {
   view: { version: number; view: DocView } | null;
 }
 
-/** Errors after which retrying the same update cannot succeed. */
-const TRANSIENT = new Set(["MISSING_DEPENDENCIES", "UNAVAILABLE", "RATE_LIMITED", "INTERNAL_ERROR"]);
 const HLC_KEY = "fieldsync.hlc";
 
 export interface EngineOptions {
@@ -99,6 +98,7 @@ export class SyncEngine {
                      opts: EngineOptions = {}): Promise<SyncEngine> {
     const meta = await MetaStore.open();
     const engine = new SyncEngine(session, meta, onChange, onState, opts);
+    await meta.set("session", { access_token: session.access_token, device_id: session.device_id });
     const offset = await meta.get<number>("clock_offset");
     if (typeof offset === "number") engine.hlc.offsetMs = offset;
     for (const r of await meta.docs()) engine.records.set(r.doc_id, r);
@@ -112,6 +112,14 @@ export class SyncEngine {
           Y.applyUpdate(engine.open(docId).doc, update, TAB_ORIGIN);
         } catch { /* a malformed message is ignored */ }
       };
+    }
+    if (typeof navigator !== "undefined" && "serviceWorker" in navigator) {
+      // the service worker pushed the outbox in the background: refresh the badge, then pull
+      navigator.serviceWorker.addEventListener("message", (ev: MessageEvent) => {
+        if ((ev.data as { type?: string } | null)?.type !== "fieldsync-pushed" || engine.stopped) return;
+        void meta.outboxCount().then((pending) => engine.setState({ pending })).catch(() => undefined);
+        engine.schedule(0);
+      });
     }
     window.addEventListener("online", engine.onOnline);
     window.addEventListener("offline", engine.onOffline);
@@ -223,41 +231,22 @@ export class SyncEngine {
       .then(() => this.meta.addOutbox({ doc_id: docId, update, created: Date.now() }))
       .catch((e) => this.setState({ lastError: `could not queue a change: ${String(e)}` }));
     this.schedule(300);
+    requestBackgroundSync();
   }
 
   private async push(): Promise<void> {
     await this.outboxWrites;
     for (let round = 0; round < 50; round++) {
-      const entries = await this.meta.outbox(100);
-      if (entries.length === 0) break;
-      const { data } = await api<{ results: any[] }>("POST", "/api/sync/push", {
-        updates: entries.map((e) => ({ doc_id: e.doc_id, update: toBase64(e.update),
-          idempotency_key: `${this.session.device_id}-${e.id}` })),
-      });
-      const done: number[] = [];
-      const refused = new Map<string, string>();
-      let blocked = false;
-      entries.forEach((e, i) => {
-        const r = data.results[i];
-        if (r && r.error === undefined && typeof r.seq === "number") {
-          done.push(e.id!);
-        } else if (blocked || refused.has(e.doc_id)) {
-          // after a transient failure, later updates wait for the next round, in order
-        } else {
-          const code: string = r?.error?.code ?? "UNKNOWN";
-          const status: number = r?.status ?? 0;
-          if (TRANSIENT.has(code) || status >= 500 || status === 429 || status === 401) {
-            blocked = true;
-          } else {
-            refused.set(e.doc_id, `${code}: ${r?.error?.message ?? "refused"}`);
-          }
-        }
-      });
-      await this.meta.deleteOutbox(done);
-      for (const [docId, why] of refused) await this.resetDoc(docId, why);
+      const r = await pushRound(this.meta, this.session.device_id,
+        async (body) => (await api<{ results: any[] }>("POST", "/api/sync/push", body)).data);
+      if (r.empty) break;
+      for (const [docId, why] of r.refused) await this.resetDoc(docId, why);
       this.setState({ pending: await this.meta.outboxCount() });
-      if (blocked || done.length === 0) break;
+      if (r.blocked || r.acked.length === 0) break;
     }
+    // the service worker may have pushed (and removed) entries meanwhile
+    const pending = await this.meta.outboxCount();
+    if (pending !== this.state.pending) this.setState({ pending });
   }
 
   /** The server refused a change for good: drop this replica's unacknowledged changes of the
@@ -478,6 +467,7 @@ export class SyncEngine {
   /** New tokens (refresh): later WebSocket connections use the new access token. */
   updateSession(s: Session): void {
     this.session = s;
+    void this.meta.set("session", { access_token: s.access_token, device_id: s.device_id });
     for (const e of this.entries.values()) if (e.ws) e.ws.params = { token: s.access_token };
   }
 
@@ -502,4 +492,14 @@ export class SyncEngine {
   knownDatabases(): string[] {
     return [...this.records.keys()].map((id) => DOC_DB_PREFIX + id);
   }
+}
+
+/** Ask the service worker to push the outbox when the connection returns, even if the app is
+ * closed by then (Background Sync; the browser retries with backoff). No-op where unsupported. */
+function requestBackgroundSync(): void {
+  if (typeof navigator === "undefined" || !("serviceWorker" in navigator)) return;
+  void navigator.serviceWorker.ready.then((reg) => {
+    const sync = (reg as ServiceWorkerRegistration & { sync?: { register: (tag: string) => Promise<void> } }).sync;
+    return sync?.register("fieldsync-outbox");
+  }).catch(() => undefined);
 }
