@@ -102,7 +102,8 @@ async function waitFor(desc, fn, timeout = T) {
     if (last === true) return;
     await new Promise((r) => setTimeout(r, 250));
   }
-  throw new Error(`timed out waiting for ${desc} (last: ${JSON.stringify(last)})`);
+  const st = await office.evaluate(() => JSON.stringify(window.__fieldsync.state)).catch(() => "?");
+  throw new Error(`timed out waiting for ${desc} (last: ${JSON.stringify(last)}) office=${st}`);
 }
 
 try {
