@@ -37,10 +37,11 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Iterable, Protocol
 
-from pycrdt import merge_updates
+from pycrdt import get_update, merge_updates
 
 from syncd.errors import SyncError, UnknownDocument
 from syncd.protocol import Principal
+from syncd.update_scan import MAX_CLOCK, encode_state_vector, scan_update
 
 from .ws_protocol import AwarenessEntry, AwarenessTable, Limits, awareness_message, update_message
 
@@ -123,24 +124,21 @@ class Room:
                 self._send_update(update_message(update), s, exclude)
             return
         self._send_update(update_message(merged), seq, tuple(senders))
-        # a sender gets everything but its own updates (rare: several pushers in one turn)
-        cache: dict[tuple[int, ...], bytes | None] = {}
+        # A sender gets the merge minus the structs of its own client ids (one pass over the
+        # merged update each, in Rust; its own deletions stay in the delete set: harmless).
         for m in senders:
             if m not in self.members:
                 continue
-            keep = tuple(i for i, (_, _, ex) in enumerate(pending) if m not in ex)
-            if not keep:
+            own = [u for u, _, ex in pending if m in ex]
+            rest = [(u, s) for u, s, ex in pending if m not in ex]
+            if not rest:
                 continue
-            if keep not in cache:
-                ups = [pending[i][0] for i in keep]
-                one = ups[0] if len(ups) == 1 else _merge(ups)
-                cache[keep] = update_message(one) if one is not None else None
-            msg = cache[keep]
-            if msg is None:
-                for i in keep:
-                    m.deliver(update_message(pending[i][0]), pending[i][1])
+            others = _without_clients(merged, own)
+            if others is None:
+                for u, s in rest:
+                    m.deliver(update_message(u), s)
             else:
-                m.deliver(msg, max(pending[i][1] for i in keep))
+                m.deliver(update_message(others), max(s for _, s in rest))
 
     def _send_update(self, message: bytes, seq: int, exclude: tuple[Member, ...]) -> None:
         for m in list(self.members):
@@ -178,6 +176,20 @@ class Room:
         payload = self.awareness.drop(member)
         if payload is not None:
             self._send_others(None, awareness_message(payload))
+
+
+def _without_clients(merged: bytes, own: list[bytes]) -> bytes | None:
+    """``merged`` without the structs of the client ids that appear in ``own``."""
+    try:
+        clients: set[int] = set()
+        for u in own:
+            clients.update(scan_update(u).clients)
+        return get_update(merged, encode_state_vector({c: MAX_CLOCK for c in clients}))
+    except BaseException as e:
+        if isinstance(e, (KeyboardInterrupt, SystemExit, asyncio.CancelledError, GeneratorExit)):
+            raise
+        log.error("filtering a merged broadcast failed: %s: %s", type(e).__name__, e)
+        return None
 
 
 def _merge(updates: list[bytes]) -> bytes | None:

@@ -34,10 +34,12 @@ class FakeMember:
         self.closed = (code, reason)
 
 
-def updates(n: int) -> list[bytes]:
+def updates(n: int, *, one_client: bool = True) -> list[bytes]:
     d = Doc()
     out = []
     for i in range(n):
+        if not one_client:
+            d = Doc()
         before = d.get_state()
         with d.transaction():
             d.get("fields", type=Map)[f"f{i}/0000000000001.00000/dev"] = {"v": i, "a": "u", "r": "office"}
@@ -77,7 +79,7 @@ async def test_updates_of_one_turn_are_merged_and_senders_get_the_others():
     a, b, c = FakeMember(), FakeMember(), FakeMember()
     for m in (a, b, c):
         room.members[m] = None
-    u1, u2, u3 = updates(3)
+    u1, u2, u3 = updates(3, one_client=False)  # three devices
     room.pushing(u1, a)
     room.pushing(u2, b)
     room.committed(u1, 1, local=True)

@@ -106,8 +106,10 @@ async def live_server(db_url: str, keys_dir: Path, redis_url: str | None = None,
     app.state.ws_settings = ws_settings or WsSettings(channel_prefix=f"test:{uuid.uuid4().hex[:8]}:")
     sock = free_socket()
     port = sock.getsockname()[1]
+    # as deployed: no per-message deflate (it would compress each once-encoded broadcast per
+    # connection), frames bounded just above the app's own limit
     server = uvicorn.Server(uvicorn.Config(app, lifespan="on", log_level="warning", ws="websockets-sansio",
-                                           ws_max_size=4 << 20))
+                                           ws_per_message_deflate=False, ws_max_size=4 << 20))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         done, _ = await asyncio.wait([task, asyncio.ensure_future(ready.wait())], timeout=TIMEOUT,
