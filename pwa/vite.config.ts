@@ -1,37 +1,10 @@
 import react from "@vitejs/plugin-react";
 import { defineConfig } from "vite";
-import { VitePWA } from "vite-plugin-pwa";
 
+// The app. The service worker is built by vite.sw.config.ts and gets its precache list from
+// scripts/sw-manifest.mjs (see package.json "build").
 export default defineConfig({
-  plugins: [
-    react(),
-    VitePWA({
-      registerType: "autoUpdate",
-      injectRegister: null, // registered in src/main.tsx
-      strategies: "injectManifest",
-      srcDir: "src",
-      filename: "sw.ts",
-      injectManifest: {
-        globPatterns: ["**/*.{js,css,html,svg,png,webmanifest}"],
-      },
-      includeAssets: ["icon.svg", "icon-192.png", "icon-512.png"],
-      manifest: {
-        name: "FieldSync CRM",
-        short_name: "FieldSync",
-        description: "Offline-first CRM for construction crews and office staff",
-        start_url: "/",
-        scope: "/",
-        display: "standalone",
-        background_color: "#f8fafc",
-        theme_color: "#1d4ed8",
-        icons: [
-          { src: "/icon-192.png", sizes: "192x192", type: "image/png" },
-          { src: "/icon-512.png", sizes: "512x512", type: "image/png" },
-          { src: "/icon.svg", sizes: "any", type: "image/svg+xml", purpose: "any" },
-        ],
-      },
-    }),
-  ],
+  plugins: [react()],
   build: {
     outDir: "dist",
     target: "es2022",
