@@ -24,17 +24,28 @@ export function WhyDialog({ explanation, onClose }: { explanation: Explanation; 
   const byId = usePeople((s) => s.byId);
   const me = useApp((s) => s.session?.user.id);
   const closeRef = useRef<HTMLButtonElement>(null);
+  const boxRef = useRef<HTMLDivElement>(null);
   useEffect(() => {
     const prev = document.activeElement as HTMLElement | null;
     closeRef.current?.focus();
-    const onKey = (e: KeyboardEvent) => { if (e.key === "Escape") onClose(); };
+    const onKey = (e: KeyboardEvent) => {
+      if (e.key === "Escape") onClose();
+      if (e.key === "Tab" && boxRef.current) {
+        // keep focus inside the dialog
+        const f = [...boxRef.current.querySelectorAll<HTMLElement>("button, a[href], [tabindex]:not([tabindex='-1'])")];
+        if (f.length === 0) return;
+        const first = f[0]!, last = f[f.length - 1]!;
+        if (e.shiftKey && document.activeElement === first) { e.preventDefault(); last.focus(); }
+        else if (!e.shiftKey && document.activeElement === last) { e.preventDefault(); first.focus(); }
+      }
+    };
     window.addEventListener("keydown", onKey);
     return () => { window.removeEventListener("keydown", onKey); prev?.focus(); };
   }, [onClose]);
   const x = explanation;
   return (
     <div className="modal-backdrop" onClick={onClose}>
-      <div className="modal" role="dialog" aria-modal="true" aria-labelledby="why-h" onClick={(e) => e.stopPropagation()}
+      <div ref={boxRef} className="modal" role="dialog" aria-modal="true" aria-labelledby="why-h" onClick={(e) => e.stopPropagation()}
            data-testid="why-dialog">
         <h2 id="why-h">Why “{x.field}” is {show(x.value)}</h2>
         <dl className="facts">

@@ -174,6 +174,30 @@ interface EventRow {
   created_at?: string | null;
 }
 
+/** One line for an event: the known kinds in words, anything else as its payload. */
+function describe(e: EventRow): string {
+  const p = (e.payload ?? {}) as Record<string, unknown>;
+  const s = (k: string) => (p[k] === null || p[k] === undefined ? "" : String(p[k]));
+  switch (e.type) {
+    case "job.created": return `Job created: ${s("title")} (${s("status")})`;
+    case "job.status_changed": return `Status ${s("from")} → ${s("to")}`;
+    case "job.deleted": return "Job deleted";
+    case "job.restored": return "Job restored";
+    case "job.updated":
+    case "material.updated": {
+      const ch = (p["changes"] ?? {}) as Record<string, [unknown, unknown]>;
+      return Object.entries(ch).map(([k, [a, b]]) => `${k}: ${a ?? "—"} → ${b ?? "—"}`).join("; ") || "Updated";
+    }
+    case "job.assigned": return `Crew assigned (${Array.isArray(p["crew"]) ? (p["crew"] as unknown[]).length : 0})`;
+    case "material.added": return `Material added: ${s("name")} × ${s("quantity")} ${s("unit")}`.trim();
+    case "material.purchased": return `Material bought: ${s("name")}`;
+    case "material.removed": return `Material removed${s("name") ? `: ${s("name")}` : ""}`;
+    case "material.restored": return `Material kept/restored: ${s("name")}`;
+    case "note.added": return `Note: ${s("body")}`;
+    default: return JSON.stringify(p);
+  }
+}
+
 function Timeline({ jobId }: { jobId: string }) {
   const byId = usePeople((s) => s.byId);
   const rev = useRev();
@@ -201,7 +225,7 @@ function Timeline({ jobId }: { jobId: string }) {
             <li key={String(e.id ?? i)}>
               <strong>{e.type}</strong>{" "}
               <small>{e.ts ? tsLabel(e.ts) : e.created_at ?? ""}{e.actor ? ` · ${personName(byId, e.actor)}` : ""}</small>
-              {e.payload !== undefined && <code className="ev-data">{JSON.stringify(e.payload)}</code>}
+              <span className="ev-data">{describe(e)}</span>
             </li>
           ))}
         </ol>
