@@ -64,7 +64,9 @@ def serve(ctx: click.Context, host: str | None, port: int | None, no_migrate: bo
         if os.environ.get(env):
             overrides[key] = int(os.environ[env])
     app = create_app(database_url=url, redis_url=settings.redis_url, **overrides)
-    uvicorn.run(app, host=host or settings.host, port=port or settings.port, log_level="info")
+    # each broadcast is encoded once: per-connection compression would redo it per recipient
+    uvicorn.run(app, host=host or settings.host, port=port or settings.port, log_level="info",
+                ws_per_message_deflate=False, ws_max_size=2 * 1024 * 1024)
 
 
 @cli.command()

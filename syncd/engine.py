@@ -53,6 +53,10 @@ class EngineConfig:
     max_skew_ms: int = DEFAULT_MAX_SKEW_MS
     max_batch: int = 512
     max_docs_in_memory: int = 5000
+    #: check every incremental view against a full resolution (tests)
+    paranoid: bool = False
+    #: other processes write the same database (default: yes on PostgreSQL, no on SQLite)
+    shared: bool | None = None
     scan_limits: ScanLimits = ScanLimits()
 
 
@@ -71,6 +75,12 @@ class _Accepted:
     live: LiveDoc
     writes: list[ValidatedWrite]
     new_clients: dict[int, str] = field(default_factory=dict)
+
+
+def _resolve(fut: asyncio.Future, value: Any) -> None:
+    """Answer a submitter unless it stopped waiting (a cancelled request must not fail a batch)."""
+    if not fut.done():
+        fut.set_result(value)
 
 
 def _is_fatal(e: BaseException) -> bool:
@@ -100,6 +110,9 @@ class SyncEngine:
         self._listeners: list[CommitListener] = []
         self._load_locks: dict[str, asyncio.Lock] = {}
         self._batch_lock = asyncio.Lock()
+        #: True when other processes may write the same database (PostgreSQL); reads then
+        #: check the log for their commits. SQLite is one process by design (embedded).
+        self._shared = config.shared if config.shared is not None else db.dialect.name == "postgresql"
         self._edit_clients: dict[str, int] = {}
         self._edit_locks: dict[str, asyncio.Lock] = {}
         self.stats = {"accepted": 0, "duplicates": 0, "refused": 0, "batches": 0, "rows_written": 0}
@@ -242,7 +255,7 @@ class SyncEngine:
         for sub, leader in followers:
             if leader.future.done() and not leader.future.cancelled() and leader.future.exception() is None:
                 ack = leader.future.result()
-                sub.future.set_result(PushAck(ack.doc_id, ack.seq, True, ack.server_time))
+                _resolve(sub.future, PushAck(ack.doc_id, ack.seq, True, ack.server_time))
             elif not sub.future.done():
                 sub.future.set_exception(leader.future.exception() if leader.future.done() else Unavailable("retry"))
 
@@ -254,7 +267,7 @@ class SyncEngine:
         seq = live.digests.get(sub.digest)
         if seq is not None:
             self.stats["duplicates"] += 1
-            sub.future.set_result(PushAck(sub.doc_id, seq, True, self.server_time()))
+            _resolve(sub.future, PushAck(sub.doc_id, seq, True, self.server_time()))
             return None
         try:
             scan = scan_update(sub.update, self.config.scan_limits)
@@ -275,7 +288,7 @@ class SyncEngine:
         dup_content = is_duplicate(scan, sv)
         bindings = await self._check_clients(p, scan, sv, new_bindings)
         try:
-            changes = live.apply_observed(sub.update)
+            changes = live.apply_observed(sub.update, {c: end for c, (_, end) in scan.clients.items()})
         except BaseException as e:
             if _is_fatal(e):
                 raise
@@ -285,7 +298,7 @@ class SyncEngine:
             raise MalformedUpdate(f"the update could not be applied: {type(e).__name__}: {e}") from None
         if not changes and dup_content:
             self.stats["duplicates"] += 1
-            sub.future.set_result(PushAck(sub.doc_id, live.last_seq, True, self.server_time()))
+            _resolve(sub.future, PushAck(sub.doc_id, live.last_seq, True, self.server_time()))
             return None
         try:
             writes = validate_changes(live.kind, changes, p, self._clock(), self.config.max_skew_ms)
@@ -353,6 +366,11 @@ class SyncEngine:
                      new_bindings: dict[int, str]):
         touched: dict[str, LiveDoc] = {a.live.doc_id: a.live for a in accepted}
         new_views = {d: live.resolve() for d, live in touched.items()}
+        if self.config.paranoid:  # tests: the incremental view must equal a full resolution
+            for d, live in touched.items():
+                full = live.full_view()
+                if new_views[d] != full:
+                    raise AssertionError(f"incremental view of {d} differs from a full resolution")
         rows = [{"doc_id": a.sub.doc_id, "digest": a.sub.digest, "update": a.sub.update,
                  "user_id": a.sub.principal.user_id, "device_id": a.sub.principal.device_id} for a in accepted]
         for dev, user in new_devices.items():
@@ -378,6 +396,7 @@ class SyncEngine:
         self._bindings.update(new_bindings)
         for d, live in touched.items():
             live.view = new_views[d]
+            live.clear_touched()
             live.last_seq = last[d]
         self.stats["batches"] += 1
         self.stats["accepted"] += len(accepted)
@@ -385,8 +404,7 @@ class SyncEngine:
         now = self.server_time()
         for a, s in zip(accepted, seqs):
             a.live.digests[a.sub.digest] = s
-            if not a.sub.future.done():
-                a.sub.future.set_result(PushAck(a.sub.doc_id, s, False, now))
+            _resolve(a.sub.future, PushAck(a.sub.doc_id, s, False, now))
         for a, s in zip(accepted, seqs):
             for listener in self._listeners:
                 try:
@@ -471,6 +489,7 @@ class SyncEngine:
             live.last_seq = max(e.seq for e in entries)
             live.digests.update({e.digest: e.seq for e in entries})
             live.view = live.resolve()
+            live.clear_touched()
             return True
 
     # --- server-side writes (REST) -------------------------------------------------------
@@ -519,6 +538,8 @@ class SyncEngine:
         await self._settled(doc_id)
         live = await self._get_doc(doc_id)
         await self._settled(doc_id)
+        if self._shared:
+            await self.refresh(doc_id)  # another process may have committed since we loaded it
         if since_seq is not None and live.horizon <= since_seq <= live.last_seq:
             upto = live.last_seq
             async with self.reader.connect() as conn:
@@ -539,6 +560,14 @@ class SyncEngine:
             async with self.db.begin() as conn:
                 await self.store.record_ack(conn, principal.device_id, doc_id, min(since_seq, live.last_seq))
         return PullResult(doc_id, update, seq, self.server_time())
+
+    async def state_vector(self, doc_id: str) -> bytes:
+        """The server's state vector of a document (UnknownDocument if there is none)."""
+        await self._settled(doc_id)
+        live = await self._get_doc(doc_id)
+        if self._shared:
+            await self.refresh(doc_id)
+        return live.doc.get_state()
 
     async def list_docs(self, principal: Principal | None = None) -> list[str]:
         async with self.reader.connect() as conn:

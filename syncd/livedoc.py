@@ -1,19 +1,23 @@
 """The server's in-memory copy of one document.
 
-Built by *merging* the snapshot and log entries first and applying the result once (never
-applying one client's updates piecemeal out of order, which pycrdt 0.14 can get wrong).
-``apply_observed`` applies one update while recording exactly which writes it added or
-deleted, then checks the state vector covers the update.
+Built from the snapshot and the log entries after it, applied in log order: every entry was
+integrable into the document made of the entries before it when it was accepted, so this
+order never hits pycrdt's out-of-order loss (and costs O(history), where one
+``merge_updates`` of a long log is quadratic). ``apply_observed`` applies one update while
+recording exactly which writes it added or deleted, keeps an index of the live writes in
+sync with the document (so a commit re-resolves only the fields that changed, without
+walking pycrdt maps), and checks the state vector covers the update.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable
 
-from pycrdt import Doc, Map, MapEvent, get_state, merge_updates
+from pycrdt import Doc, Map, MapEvent
 
-from schema.documents import ROOTS, parse_doc_id
-from schema.view import DocView, resolve_doc
+from conflict_rules.candidates import Candidate
+from schema.documents import KIND_JOB, ROOTS, RawCustomerDoc, RawJobDoc, RawRecord, parse_doc_id, parse_entry, parse_key
+from schema.view import DocView, refresh_view, resolve_raw
 
 from .update_scan import decode_state_vector
 from .validation import Change
@@ -28,7 +32,7 @@ class IncompleteApply(RuntimeError):
 
 
 class LiveDoc:
-    """A document, its committed log position and its projected (committed) view."""
+    """A document, its committed log position, its committed view and its live writes."""
 
     def __init__(self, doc_id: str) -> None:
         self.doc_id = doc_id
@@ -38,6 +42,14 @@ class LiveDoc:
         self.horizon = 0  # entries <= horizon are folded into the snapshot
         self.view: DocView | None = None
         self.digests: dict[bytes, int] = {}
+        self.sv: dict[int, int] = {}
+        # live writes: record field -> key -> Candidate; material -> field -> key -> Candidate; notes
+        self._rec: dict[str, dict[str, Candidate]] = {}
+        self._mat: dict[str, dict[str, dict[str, Candidate]]] = {}
+        self._notes: dict[str, Candidate] = {}
+        self._touched_fields: set[str] = set()
+        self._touched_items: set[str] = set()
+        self._touched_notes = False
         self._changes: list[Change] | None = None
         self._subs: list[Any] = []
         self._attach()
@@ -49,52 +61,129 @@ class LiveDoc:
         """Take over a freshly built copy (after a refusal) while keeping this object."""
         self.doc = fresh.doc
         self.last_seq, self.horizon = fresh.last_seq, fresh.horizon
-        self.view, self.digests = fresh.view, fresh.digests
+        self.view, self.digests, self.sv = fresh.view, fresh.digests, fresh.sv
+        self._rec, self._mat, self._notes = fresh._rec, fresh._mat, fresh._notes
+        self._touched_fields, self._touched_items = fresh._touched_fields, fresh._touched_items
+        self._touched_notes = fresh._touched_notes
         self._attach()
 
     def _make_observer(self, root: str):
         def observe(event: MapEvent) -> None:
-            if self._changes is None:
-                return
-            for key, ch in event.keys.items():
-                self._changes.append(Change(root, key, ch["action"], ch.get("newValue")))
+            changes = [Change(root, key, ch["action"], ch.get("newValue")) for key, ch in event.keys.items()]
+            self._index(changes)
+            if self._changes is not None:
+                self._changes.extend(changes)
         return observe
+
+    def _index(self, changes: Iterable[Change]) -> None:
+        for ch in changes:
+            try:
+                wk = parse_key(ch.root, ch.key)
+            except ValueError:
+                continue  # never accepted by the server; a reader skips it like read_raw does
+            if ch.root == "fields":
+                group = self._rec.setdefault(wk.field, {})  # type: ignore[arg-type]
+                self._touched_fields.add(wk.field)  # type: ignore[arg-type]
+            elif ch.root == "materials":
+                group = self._mat.setdefault(wk.item, {}).setdefault(wk.field, {})  # type: ignore[arg-type]
+                self._touched_items.add(wk.item)  # type: ignore[arg-type]
+            else:
+                self._touched_notes = True
+                if ch.action == "delete":
+                    self._notes.pop(wk.item, None)  # type: ignore[arg-type]
+                else:
+                    c = self._candidate(wk, ch)
+                    if c is not None:
+                        self._notes[wk.item] = c  # type: ignore[index]
+                continue
+            if ch.action == "delete":
+                group.pop(ch.key, None)
+            else:
+                c = self._candidate(wk, ch)
+                if c is None:
+                    group.pop(ch.key, None)
+                else:
+                    group[ch.key] = c
+
+    @staticmethod
+    def _candidate(wk: Any, ch: Change) -> Candidate | None:
+        try:
+            v, a, r = parse_entry(ch.new_value)
+        except ValueError:
+            return None
+        return Candidate(key=ch.key, value=v, author=a, role=r, device=wk.device, time=wk.ts)
 
     @classmethod
     def build(cls, doc_id: str, snapshot: bytes | None, updates: list[bytes]) -> "LiveDoc":
-        """A document from its snapshot and the log entries after it, merged then applied."""
+        """A document from its snapshot and the log entries after it, in log order."""
         live = cls(doc_id)
         parts = ([snapshot] if snapshot else []) + updates
+        want: dict[int, int] = {}
+        for u in parts:
+            live.doc.apply_update(u)
         if parts:
-            merged = parts[0] if len(parts) == 1 else merge_updates(*parts)
-            live.doc.apply_update(merged)
-            live._check_covers(merged)
-        live.view = resolve_doc(live.doc, live.kind) if parts else None
+            from pycrdt import get_state
+            for u in parts[-1:]:
+                want = decode_state_vector(get_state(u))
+        live.sv = decode_state_vector(live.doc.get_state())
+        short = {c: k for c, k in want.items() if live.sv.get(c, 0) < k}
+        if short:
+            raise IncompleteApply(f"{doc_id}: the log does not integrate (clients {sorted(short)})")
+        live.view = live.full_view() if parts else None
+        live.clear_touched()
         return live
 
     def state_vector(self) -> dict[int, int]:
-        return decode_state_vector(self.doc.get_state())
+        return self.sv
 
-    def apply_observed(self, update: bytes) -> list[Change]:
-        """Apply an update and return the writes it changed (raises IncompleteApply)."""
+    def apply_observed(self, update: bytes, expect: dict[int, int] | None = None) -> list[Change]:
+        """Apply an update and return the writes it changed.
+
+        ``expect`` (client -> end clock, from the scan) is what the state vector must cover
+        afterwards; IncompleteApply if it does not.
+        """
         self._changes = []
         try:
             self.doc.apply_update(update)
             changes = self._changes
         finally:
             self._changes = None
-        self._check_covers(update)
-        return changes
-
-    def _check_covers(self, update: bytes) -> None:
-        want = decode_state_vector(get_state(update))
-        have = self.state_vector()
-        short = {c: k for c, k in want.items() if have.get(c, 0) < k}
+        self.sv = decode_state_vector(self.doc.get_state())
+        if expect is None:
+            from pycrdt import get_state
+            expect = decode_state_vector(get_state(update))
+        short = {c: k for c, k in expect.items() if self.sv.get(c, 0) < k}
         if short:
             raise IncompleteApply(f"{self.doc_id}: state vector short after apply for clients {sorted(short)}")
+        return changes
+
+    # --- views ----------------------------------------------------------------------------
+    def _record_raw(self) -> RawRecord:
+        return RawRecord(fields={f: list(d.values()) for f, d in self._rec.items() if d})
+
+    def _material_raw(self, mid: str) -> RawRecord:
+        return RawRecord(fields={f: list(d.values()) for f, d in self._mat.get(mid, {}).items() if d})
+
+    def raw(self) -> RawJobDoc | RawCustomerDoc:
+        if self.kind == KIND_JOB:
+            mats = {mid: self._material_raw(mid) for mid in self._mat}
+            return RawJobDoc(record=self._record_raw(), materials={m: r for m, r in mats.items() if r.fields},
+                             notes=dict(self._notes))
+        return RawCustomerDoc(record=self._record_raw())
+
+    def full_view(self) -> DocView:
+        return resolve_raw(self.raw(), self.kind)
 
     def resolve(self) -> DocView:
-        return resolve_doc(self.doc, self.kind)
+        """The view of the current content: incremental from the committed view."""
+        if self.view is None:
+            return self.full_view()
+        return refresh_view(self.view, self.kind, self._record_raw(), set(self._touched_fields),
+                            {mid: self._material_raw(mid) for mid in self._touched_items},
+                            dict(self._notes) if self._touched_notes else None)
+
+    def clear_touched(self) -> None:
+        self._touched_fields, self._touched_items, self._touched_notes = set(), set(), False
 
     def encode_state(self) -> bytes:
         return self.doc.get_update()

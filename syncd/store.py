@@ -102,11 +102,12 @@ class Store:
         if not rows:
             return
         now = _now()
-        ins = self._insert(t.doc_heads).values([{**r, "updated_at": now} for r in rows])
-        await conn.execute(ins.on_conflict_do_update(
+        ins = self._insert(t.doc_heads)
+        stmt = ins.on_conflict_do_update(
             index_elements=[t.doc_heads.c.doc_id],
             set_={"last_seq": ins.excluded.last_seq, "projected_seq": ins.excluded.projected_seq,
-                  "updated_at": ins.excluded.updated_at}))
+                  "updated_at": ins.excluded.updated_at})
+        await conn.execute(stmt, [{**r, "updated_at": now} for r in rows])
 
     # --- devices and client ids --------------------------------------------------------
     async def user_exists(self, conn: AsyncConnection, user_id: str) -> bool:
