@@ -267,6 +267,7 @@ export class SyncEngine {
       e.doc.destroy();
     }
     this.records.delete(docId);
+    this.wsRefused.delete(docId); // if it becomes visible again, live sync may be retried
     await this.meta.deleteDoc(docId);
     this.changed();
   }
