@@ -380,8 +380,15 @@ class SyncEngine:
         last: dict[str, int] = {}
         for a, s in zip(accepted, seqs):
             last[a.sub.doc_id] = s
-        deltas: list[tuple[str, Delta, int]] = [
-            (d, diff_views(live.kind, live.record_id, live.view, new_views[d]), last[d]) for d, live in touched.items()]
+        deltas: list[tuple[str, Delta, int]] = []
+        for d, live in touched.items():
+            items, notes = live.touched() if live.view is not None else (None, True)
+            deltas.append((d, diff_views(live.kind, live.record_id, live.view, new_views[d], items=items, notes=notes),
+                           last[d]))
+            if self.config.paranoid:  # tests: the partial diff must equal the full one
+                full = diff_views(live.kind, live.record_id, live.view, new_views[d])
+                if (full.upserts, full.events) != (deltas[-1][1].upserts, deltas[-1][1].events):
+                    raise AssertionError(f"partial projection diff of {d} differs from the full diff")
         n = await self.store.write_deltas(conn, deltas)
         await self.store.upsert_heads(conn, [
             {"doc_id": d, "kind": live.kind, "record_id": live.record_id, "last_seq": last[d],

@@ -182,6 +182,10 @@ class LiveDoc:
                             {mid: self._material_raw(mid) for mid in self._touched_items},
                             dict(self._notes) if self._touched_notes else None)
 
+    def touched(self) -> tuple[set[str], bool]:
+        """(material ids, notes changed?) since the last commit: what the projection may need."""
+        return set(self._touched_items), self._touched_notes
+
     def clear_touched(self) -> None:
         self._touched_fields, self._touched_items, self._touched_notes = set(), set(), False
 

@@ -70,8 +70,13 @@ def _cols(record: dict[str, Any], columns: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
-def rows_for_view(kind: str, record_id: str, view: DocView | None) -> Rows:
-    """The rows one document projects to (empty when the document has no content)."""
+def rows_for_view(kind: str, record_id: str, view: DocView | None, *, items: set[str] | None = None,
+                  notes: bool = True) -> Rows:
+    """The rows one document projects to (empty when the document has no content).
+
+    ``items`` limits materials to those ids and ``notes=False`` skips notes: the commit path
+    only builds the rows an update can have changed.
+    """
     rows = Rows()
     if view is None:
         return rows
@@ -85,12 +90,13 @@ def rows_for_view(kind: str, record_id: str, view: DocView | None) -> Rows:
         rows.jobs[record_id] = {"id": record_id, **_cols(view.record, JOB_COLUMNS)}
         for user_id in view.record.get("crew") or ():
             rows.job_assignments.add((record_id, user_id))
-    for mid, m in view.materials.items():
+    mats = view.materials.items() if items is None else ((i, view.materials[i]) for i in sorted(items) if i in view.materials)
+    for mid, m in mats:
         if not m.fields and not m.removed:
             continue
         rows.materials[mid] = {"id": mid, "job_id": record_id, **_cols(m.fields, MATERIAL_COLUMNS),
                                "removed": bool(m.removed)}
-    for n in view.notes:
+    for n in view.notes if notes else ():
         rows.notes[n["id"]] = {"id": n["id"], "job_id": record_id, "author_id": n["author"],
                                "device_id": n["device"], "body": n["body"], "ts": n["time"]}
     return rows
@@ -124,9 +130,14 @@ def _material_actor(m: Any, fields: list[str]) -> tuple[str | None, str | None]:
     return best
 
 
-def diff_views(kind: str, record_id: str, old: DocView | None, new: DocView) -> Delta:
-    """Rows that changed between two views of one document, and the domain events."""
-    before, after = rows_for_view(kind, record_id, old), rows_for_view(kind, record_id, new)
+def diff_views(kind: str, record_id: str, old: DocView | None, new: DocView, *, items: set[str] | None = None,
+               notes: bool = True) -> Delta:
+    """Rows that changed between two views of one document, and the domain events.
+
+    ``items``/``notes`` name what may have changed (None/True: everything).
+    """
+    before = rows_for_view(kind, record_id, old, items=items, notes=notes)
+    after = rows_for_view(kind, record_id, new, items=items, notes=notes)
     d = Delta()
     if kind == KIND_CUSTOMER:
         _diff_record(d, "customer", "customers", record_id, before.customers, after.customers, new,
