@@ -90,10 +90,12 @@ class Store:
         PostgreSQL: transaction-scoped advisory locks taken in sorted order (no deadlock);
         SQLite: the transaction already holds the database write lock (BEGIN IMMEDIATE).
         """
-        if self.dialect == "postgresql":
+        if self.dialect == "postgresql" and doc_ids:
             from sqlalchemy import text
-            for d in sorted(doc_ids):
-                await conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:d, 0))"), {"d": d})
+            # one round trip; the sorted subquery fixes the order locks are taken in
+            await conn.execute(text(
+                "SELECT pg_advisory_xact_lock(h) FROM (SELECT hashtextextended(d, 0) AS h "
+                "FROM unnest(CAST(:ids AS text[])) AS d ORDER BY h) AS s"), {"ids": sorted(doc_ids)})
         res = await conn.execute(select(t.doc_heads.c.doc_id, t.doc_heads.c.last_seq).where(
             t.doc_heads.c.doc_id.in_(doc_ids)))
         return {d: last for d, last in res.all()}
