@@ -278,6 +278,29 @@ try {
   check("an unassigned job disappears from the crew without reload", true);
   await waitFor("office changes acknowledged", async () => (await pending(office)) === 0);
 
+  // --- background sync: the service worker pushes the outbox with the app closed ----------
+  await crew.goto(`${base}/jobs/${jobId}`);
+  await crew.waitForSelector("[data-testid=job-detail]", { timeout: T });
+  await crewCtx.setOffline(true);
+  await crew.getByLabel("New note").fill("Written offline, sent by the service worker");
+  await crew.getByRole("button", { name: "Add note" }).click();
+  await waitFor("the note queued", async () => (await pending(crew)) === 1);
+  await crew.close(); // the app is closed
+  await crewCtx.setOffline(false);
+  const blank = await crewCtx.newPage();
+  const cdp = await crewCtx.newCDPSession(blank);
+  const registrations = [];
+  cdp.on("ServiceWorker.workerRegistrationUpdated", (ev) => registrations.push(...ev.registrations));
+  await cdp.send("ServiceWorker.enable");
+  await waitFor("the service worker registration", async () => registrations.some((r) => r.scopeURL.startsWith(base)));
+  const reg = registrations.find((r) => r.scopeURL.startsWith(base));
+  await cdp.send("ServiceWorker.dispatchSyncEvent", { origin: new URL(base).origin, registrationId: reg.registrationId,
+    tag: "fieldsync-outbox", lastChance: false });
+  await office.goto(`${base}/jobs/${jobId}`);
+  await office.waitForSelector("text=Written offline, sent by the service worker", { timeout: 30_000 });
+  check("the service worker pushed the outbox while the app was closed", true);
+  await blank.close();
+
   // --- signing out clears the device's local data ------------------------------------------
   await office.getByRole("link", { name: "Sync" }).click();
   await office.getByRole("button", { name: "Sign out and clear this device" }).click();
