@@ -45,12 +45,26 @@ class Store:
 
     # --- log -------------------------------------------------------------------------
     async def append(self, conn: AsyncConnection, rows: list[dict[str, Any]]) -> list[int]:
-        """Append log entries in order; return their sequence numbers (same order)."""
+        """Append log entries in order; return their sequence numbers (same order).
+
+        The caller holds the write lock for these documents, so the numbers are reserved
+        first (one round trip) and the rows inserted with a plain executemany, which is
+        several times cheaper than INSERT .. RETURNING per row.
+        """
+        from sqlalchemy import text
+        n = len(rows)
+        if self.dialect == "postgresql":
+            res = await conn.execute(text("SELECT nextval(pg_get_serial_sequence('oplog', 'seq')) "
+                                          "FROM generate_series(1, :n)"), {"n": n})
+            seqs = [r[0] for r in res.all()]
+        else:  # SQLite: the transaction holds the database write lock (BEGIN IMMEDIATE)
+            res = await conn.execute(text("SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = 'oplog'"))
+            top = res.scalar_one() or 0
+            top = max(top, (await conn.execute(select(func.coalesce(func.max(t.oplog.c.seq), 0)))).scalar_one())
+            seqs = list(range(top + 1, top + n + 1))
         now = _now()
-        params = [{**r, "received_at": now} for r in rows]
-        res = await conn.execute(
-            t.oplog.insert().returning(t.oplog.c.seq, sort_by_parameter_order=True), params)
-        return [r[0] for r in res.all()]
+        await conn.execute(t.oplog.insert(), [{**r, "seq": s, "received_at": now} for r, s in zip(rows, seqs)])
+        return seqs
 
     async def find_digests(self, conn: AsyncConnection, doc_id: str, digests: Sequence[bytes]) -> dict[bytes, int]:
         if not digests:
