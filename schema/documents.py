@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from functools import lru_cache
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -120,8 +121,11 @@ def make_key(root: str, *, ts: str, device: str, field: str | None = None, item:
     raise ValueError(f"unknown root {root!r}")
 
 
+@lru_cache(maxsize=65536)
 def parse_key(root: str, key: str) -> WriteKey:
-    """Parse and validate a write key of the given root; ValueError if malformed."""
+    """Parse and validate a write key of the given root; ValueError if malformed.
+
+    Cached: the server parses each new key when it indexes and again when it validates."""
     parts = key.split("/") if isinstance(key, str) else []
     if root == "fields" and len(parts) == 3:
         f, ts, dev = parts

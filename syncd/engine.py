@@ -236,6 +236,8 @@ class SyncEngine:
                         if not sub.future.done():
                             sub.future.set_exception(e)
                 if accepted:
+                    accepted = await self._verify_integrated(accepted, batch_updates)
+                if accepted:
                     written = await self._write(conn, accepted, new_devices, new_bindings)
         except BaseException as e:
             if _is_fatal(e) and not isinstance(e, asyncio.CancelledError):
@@ -361,6 +363,27 @@ class SyncEngine:
                 raise ClientIdConflict(f"client id {c} belongs to another device; a device must use its own "
                                        "client id")
         return out
+
+    async def _verify_integrated(self, accepted: list[_Accepted], batch_updates: dict[str, list[bytes]]
+                                 ) -> list[_Accepted]:
+        """Once per document per batch: everything applied really integrated. A document
+        that fails is rebuilt from the log and its updates are refused (never stored)."""
+        bad: set[str] = set()
+        for live in {a.live.doc_id: a.live for a in accepted}.values():
+            try:
+                live.verify_state_vector()
+            except IncompleteApply as e:
+                log.error("%s", e)
+                bad.add(live.doc_id)
+                await self._rebuild(live, [])
+        if not bad:
+            return accepted
+        for a in accepted:
+            if a.live.doc_id in bad and not a.sub.future.done():
+                a.sub.future.set_exception(MissingDependencies(
+                    "the update did not integrate; re-send this document's updates in order",
+                    {"state_vector": a.live.doc.get_state().hex()}))
+        return [a for a in accepted if a.live.doc_id not in bad]
 
     async def _write(self, conn: Any, accepted: list[_Accepted], new_devices: dict[str, str],
                      new_bindings: dict[int, str]):
