@@ -89,8 +89,11 @@ export function useJobs(): JobItem[] {
   }, [engine, rev]);
 }
 
+/** The items not removed, by name (then id, so equal names keep one order everywhere). */
 export function liveMaterials(view: DocView): MaterialView[] {
-  return view.materials.filter((m) => !m.removed);
+  const name = (m: MaterialView) => String(m.fields["name"] ?? "").toLowerCase();
+  return view.materials.filter((m) => !m.removed)
+    .sort((a, b) => (name(a) < name(b) ? -1 : name(a) > name(b) ? 1 : a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
 }
 
 /** Local calendar date (YYYY-MM-DD) of a schedule value. */
