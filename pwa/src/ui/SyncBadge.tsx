@@ -15,8 +15,8 @@ export function SyncBadge({ compact = false }: { compact?: boolean }) {
       <span className="sync-state">{online ? (sync.live > 0 ? "Live" : "Online") : "Offline"}</span>
       <span className="sync-pending" data-testid="pending">{waiting}</span>
       {!compact && <span className="sync-last">Last sync {fmtTime(sync.lastSync)}</span>}
-      <button type="button" className="btn-small" onClick={() => void engine?.syncNow()} disabled={sync.syncing}
-              aria-label="Sync now">{sync.syncing ? "Syncing…" : "Sync"}</button>
+      {!compact && <button type="button" className="btn-small" onClick={() => void engine?.syncNow()} disabled={sync.syncing}
+              aria-label="Sync now">{sync.syncing ? "Syncing…" : "Sync"}</button>}
     </div>
   );
 }
@@ -35,6 +35,7 @@ export function Notices() {
 
 export function SyncPanel() {
   const sync = useApp((s) => s.sync);
+  const engine = useApp((s) => s.engine);
   const session = useApp((s) => s.session);
   const signOut = useApp((s) => s.signOut);
   if (!sync || !session) return null;
@@ -50,6 +51,10 @@ export function SyncPanel() {
         <dt>Signed in as</dt><dd>{session.user.name} ({session.user.role})</dd>
         <dt>Device</dt><dd><code>{session.device_id}</code></dd>
       </dl>
+      <div className="actions">
+        <button type="button" className="btn btn-primary" onClick={() => void engine?.syncNow()} disabled={sync.syncing}>
+          {sync.syncing ? "Syncing…" : "Sync now"}</button>
+      </div>
       <button type="button" className="btn btn-danger" onClick={() => {
         if (sync.pending === 0 || confirm(`${sync.pending} changes have not reached the server and will be lost. Sign out?`)) void signOut();
       }}>Sign out and clear this device</button>
