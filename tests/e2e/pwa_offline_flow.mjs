@@ -177,6 +177,7 @@ try {
   await crew.getByLabel("Qty", { exact: true }).fill("5");
   await crew.getByLabel("Unit", { exact: true }).fill("box");
   await crew.getByRole("button", { name: "Add item" }).click();
+  await crew.getByRole("button", { name: "Increase tile adhesive" }).click(); // 3 -> 4, concurrent with the office's 5
   await crew.getByRole("button", { name: "In progress" }).click();
   await crew.getByLabel("New note").fill("Offline: studs bought, starting demo");
   await crew.getByRole("button", { name: "Add note" }).click();
@@ -248,6 +249,12 @@ try {
   await office.keyboard.press("Escape");
   await office.getByTestId("why-dialog").waitFor({ state: "detached", timeout: T });
   check("the why dialog closes with Escape", true);
+  await office.getByRole("button", { name: "Why does tile adhesive look like this? (concurrent edits)" }).click();
+  const itemWhy = await office.getByTestId("why-dialog").textContent();
+  check("why view of a material shows the concurrent quantity writes", /Field “quantity” = 5/.test(itemWhy) && /latest timestamp/i.test(itemWhy),
+        itemWhy.slice(0, 300));
+  await shot(office, "office-why-material");
+  await office.getByRole("button", { name: "Close" }).click();
   for (const path of ["/", "/customers"]) {
     await office.getByRole("link", { name: path === "/" ? "Jobs" : "Customers" }).click();
     await office.waitForTimeout(300);

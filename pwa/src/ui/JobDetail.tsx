@@ -102,7 +102,7 @@ export function JobDetail({ jobId }: { jobId: string }) {
       )}
       {error && <p className="error" role="alert">{error}</p>}
 
-      <Materials jobId={jobId} />
+      <Materials jobId={jobId} onWhy={explain} />
 
       <section className="card" aria-labelledby="notes-h">
         <h2 id="notes-h">Notes</h2>
@@ -144,7 +144,7 @@ function NoteForm({ onAdd }: { onAdd: (body: string) => void }) {
   );
 }
 
-export function Materials({ jobId }: { jobId: string }) {
+export function Materials({ jobId, onWhy }: { jobId: string; onWhy: (path: string) => void }) {
   useRev();
   const engine = useApp((s) => s.engine)!;
   const docId = docIdFor("job", jobId);
@@ -178,6 +178,11 @@ export function Materials({ jobId }: { jobId: string }) {
                        onChange={(e) => act(() => updateMaterials(engine, jobId, [m.id], { purchased: e.target.checked }))} />
                 <span className="mat-name">{n}</span>
               </label>
+              {(m.resolution.reason === "kept_concurrent_edit"
+                || Object.values(m.resolution.fields).some((r) => r.candidates.length > 1)) && (
+                <button type="button" className="btn-link" onClick={() => onWhy(`materials/${m.id}`)}
+                        aria-label={`Why does ${n} look like this? (concurrent edits)`}>Conflict: why?</button>
+              )}
               <div className="qty" role="group" aria-label={`Quantity of ${n}`}>
                 <button type="button" className="btn-icon" aria-label={`Decrease ${n}`} disabled={q <= 0}
                         onClick={() => act(() => updateMaterials(engine, jobId, [m.id], { quantity: Math.max(0, q - 1) }))}>−</button>

@@ -4,7 +4,7 @@ import { useEffect, useRef } from "react";
 import type { Explanation } from "../rules/explain";
 import { parseTs } from "../rules/hlc";
 import { useApp } from "../store";
-import { personName, usePeople } from "./people";
+import { personName, usePeople, type Person } from "./people";
 
 export function tsLabel(ts: string): string {
   try {
@@ -47,34 +47,50 @@ export function WhyDialog({ explanation, onClose }: { explanation: Explanation; 
     <div className="modal-backdrop" onClick={onClose}>
       <div ref={boxRef} className="modal" role="dialog" aria-modal="true" aria-labelledby="why-h" onClick={(e) => e.stopPropagation()}
            data-testid="why-dialog">
-        <h2 id="why-h">Why “{x.field}” is {show(x.value)}</h2>
+        <h2 id="why-h">{x.removed !== undefined
+          ? `Why the item “${show((x.value as Record<string, unknown> | null)?.["name"])}” is ${x.removed ? "removed" : "kept"}`
+          : `Why “${x.field}” is ${show(x.value)}`}</h2>
         <dl className="facts">
           <dt>Rule</dt><dd data-testid="why-rule">{x.rule}</dd>
           <dt>Reason</dt><dd data-testid="why-reason">{x.reason_text} <small>({x.reason})</small></dd>
-          <dt>Concurrent writes</dt><dd>{x.concurrent ? "yes" : "no"}</dd>
+          <dt>{x.removed !== undefined ? "Contested removal" : "Concurrent writes"}</dt><dd>{x.concurrent ? "yes" : "no"}</dd>
           {x.record_owner !== undefined && <><dt>Record owner</dt><dd>{x.record_owner ? personName(byId, x.record_owner, me) : "none"}</dd></>}
         </dl>
-        {x.candidates.length > 0 && (
-          <table className="table">
-            <caption>Candidates (live writes that did not see each other)</caption>
-            <thead><tr><th scope="col">Value</th><th scope="col">Author</th><th scope="col">Role</th><th scope="col">Device</th>
-              <th scope="col">Time</th><th scope="col">Outcome</th></tr></thead>
-            <tbody>
-              {x.candidates.map((c) => (
-                <tr key={c.key} className={c.winner ? "winner" : ""}>
-                  <td>{show(c.value)}</td>
-                  <td>{personName(byId, c.author, me)}</td>
-                  <td>{c.role}{c.owner_tier ? " (owner tier)" : ""}</td>
-                  <td><code>{c.device}</code></td>
-                  <td>{tsLabel(c.time)}</td>
-                  <td>{c.winner ? "Winner" : c.covers !== undefined ? (c.covers ? "saw everything" : `missed ${c.missing?.length ?? 0} write(s)`) : "Lost"}</td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        )}
+        <Candidates x={x} byId={byId} me={me} caption={x.removed !== undefined ? "Removals of this item" : undefined} />
+        {x.fields && Object.entries(x.fields).filter(([, f]) => f.concurrent).map(([f, fx]) => (
+          <section key={f}>
+            <h3>Field “{f}” = {show(fx.value)}</h3>
+            <p>{fx.reason_text}</p>
+            <Candidates x={fx} byId={byId} me={me} />
+          </section>
+        ))}
         <button ref={closeRef} type="button" className="btn" onClick={onClose}>Close</button>
       </div>
     </div>
+  );
+}
+
+function Candidates({ x, byId, me, caption }: { x: Explanation; byId: Record<string, Person>; me?: string | undefined;
+  caption?: string | undefined }) {
+  if (x.candidates.length === 0) return null;
+  return (
+    <table className="table">
+      <caption>{caption ?? "Candidates (live writes that did not see each other)"}</caption>
+      <thead><tr><th scope="col">Value</th><th scope="col">Author</th><th scope="col">Role</th><th scope="col">Device</th>
+        <th scope="col">Time</th><th scope="col">Outcome</th></tr></thead>
+      <tbody>
+        {x.candidates.map((c) => (
+          <tr key={c.key} className={c.winner ? "winner" : ""}>
+            <td>{show(c.value)}</td>
+            <td>{personName(byId, c.author, me)}</td>
+            <td>{c.role}{c.owner_tier ? " (owner tier)" : ""}</td>
+            <td><code>{c.device}</code></td>
+            <td>{tsLabel(c.time)}</td>
+            <td>{c.covers !== undefined ? (c.covers ? "saw every write: removes" : `missed ${c.missing?.length ?? 0} write(s): item kept`)
+              : c.winner ? "Winner" : "Lost"}</td>
+          </tr>
+        ))}
+      </tbody>
+    </table>
   );
 }
