@@ -34,7 +34,7 @@ function sync(a: Y.Doc, b: Y.Doc): void {
 
 function py(args: string[], input?: string): any {
   const out = execFileSync(PY, [resolve(__dirname, "fixtures/pydoc.py"), ...args], {
-    cwd: REPO, input, encoding: "utf8", env: { ...process.env, PYTHONDONTWRITEBYTECODE: "1" },
+    cwd: REPO, input, encoding: "utf8", env: { ...process.env, PYTHONDONTWRITEBYTECODE: "1", PYTHONPATH: REPO },
   });
   return JSON.parse(out);
 }
