@@ -65,8 +65,8 @@ def _free_port() -> int:
 
 
 def _syncd() -> list[str]:
-    exe = Path(sys.executable).with_name("syncd")
-    return [str(exe)] if exe.exists() else [sys.executable, "-c", "from syncd.cli import main; main()"]
+    # this checkout's code (PYTHONPATH below), whatever the venv's install points at
+    return [sys.executable, "-c", "from syncd.cli import main; main()"]
 
 
 def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 60) -> None:
@@ -90,7 +90,8 @@ async def test_crew_offline_office_concurrent_converge(db_url: str, chromium: st
     if artifacts.exists():
         shutil.rmtree(artifacts)
     env = {**os.environ, "DATABASE_URL": db_url, "SYNCD_API_RATE_LIMIT": "100000", "SYNCD_LOGIN_RATE_LIMIT": "1000",
-           "PYTHONDONTWRITEBYTECODE": "1"}
+           "PYTHONDONTWRITEBYTECODE": "1", "SYNCD_PWA_DIST": str(PWA / "dist"),
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
     env.pop("REDIS_URL", None)
     subprocess.run([*_syncd(), "--database-url", db_url, "seed-demo"], cwd=tmp_path, env=env, check=True,
                    capture_output=True, timeout=120)
