@@ -75,7 +75,8 @@ async function doRefresh(old: Session): Promise<Session> {
   const data = await parse(res);
   if (!res.ok) throw toError(res, data);
   const s = data.data as Session;
-  const next: Session = { ...old, access_token: s.access_token, refresh_token: s.refresh_token, csrf_token: s.csrf_token };
+  const next: Session = { ...old, access_token: s.access_token, refresh_token: s.refresh_token, csrf_token: s.csrf_token,
+    user: s.user ?? old.user };
   saveSession(next);
   listener?.(next);
   return next;
