@@ -57,7 +57,7 @@ export function JobDetail({ jobId }: { jobId: string }) {
   return (
     <article className="job" aria-labelledby="job-h" data-testid="job-detail">
       <header className="card job-head">
-        <h1 id="job-h">{str(r["title"])}</h1>
+        <h1 id="job-h">{str(r["title"])}{r["deleted"] === true ? " (deleted)" : ""}</h1>
         <p className="job-status">
           Status: <strong className={`pill st-${status}`} data-testid="job-status">{STATUS_LABEL[status] ?? status}</strong>
           <button type="button" className="btn-link" onClick={() => explain("status")}

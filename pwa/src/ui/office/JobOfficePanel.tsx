@@ -92,9 +92,11 @@ export default function JobOfficePanel({ jobId, onWhy }: { jobId: string; onWhy:
           ))}
           <div className="actions">
             <button type="submit" className="btn btn-primary" disabled={Object.keys(draft).length === 0}>Save changes</button>
-            <button type="button" className="btn btn-danger" onClick={() => {
-              if (confirm("Delete this job? (It can be restored.)")) updateRecord(engine, "job", jobId, { deleted: true });
-            }}>Delete job</button>
+            {r["deleted"] === true
+              ? <button type="button" className="btn" onClick={() => updateRecord(engine, "job", jobId, { deleted: false })}>Restore job</button>
+              : <button type="button" className="btn btn-danger" onClick={() => {
+                  if (confirm("Delete this job? (It can be restored.)")) updateRecord(engine, "job", jobId, { deleted: true });
+                }}>Delete job</button>}
           </div>
         </form>
         {error && <p className="error" role="alert">{error}</p>}
