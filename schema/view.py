@@ -189,3 +189,44 @@ def explain_path(doc: Doc, kind: str, path: str, *, record: str | None = None) -
     field, item or path.
     """
     return explain_raw(read_raw(doc, kind), kind, path, record=record)
+
+
+def refresh_view(old: DocView, kind: str, record: RawRecord, touched_fields: set[str],
+                 materials: Mapping[str, RawRecord], notes: Mapping[str, Candidate] | None) -> DocView:
+    """``old`` with only what changed re-resolved: equal to a full ``resolve_raw``.
+
+    ``record`` is the record's current live writes; ``touched_fields`` the record fields
+    that changed; ``materials`` the current live writes of exactly the material items that
+    changed (an empty RawRecord for an item with none left); ``notes`` every note if notes
+    changed, else None. The engine uses this on every commit, so a write to one field costs
+    one field's resolution, not the whole document's.
+    """
+    known = {f: cs for f, cs in record.fields.items() if cs and _declared(kind, f, "field")}
+    ctx = old.context
+    fields = {f for f in touched_fields if _declared(kind, f, "field")}
+    if kind == KIND_JOB and "owner_id" in fields:
+        owner = registry.resolve_field(kind, "owner_id", known["owner_id"], RuleContext()).value \
+            if "owner_id" in known else None
+        new_ctx = RuleContext(record_owner=owner if isinstance(owner, str) else None)
+        if new_ctx != ctx:
+            ctx = new_ctx
+            fields |= {f for f in known if registry.rule_for(kind, f) == "owner_wins"}
+    resolutions = dict(old.record_resolutions)
+    for f in fields:
+        if f in known:
+            resolutions[f] = registry.resolve_field(kind, f, known[f], ctx)
+        else:
+            resolutions.pop(f, None)
+    resolutions = {f: resolutions[f] for f in sorted(resolutions)}
+    view = DocView(kind=kind, record={f: r.value for f, r in resolutions.items()},
+                   record_resolutions=resolutions, context=ctx, materials=old.materials, notes=old.notes)
+    if kind != KIND_JOB:
+        return view
+    if materials:
+        fresh = _resolve_materials({mid: rec for mid, rec in materials.items() if rec.fields}, ctx)
+        merged = {mid: m for mid, m in old.materials.items() if mid not in materials}
+        merged.update(fresh)
+        view.materials = {mid: merged[mid] for mid in sorted(merged)}
+    if notes is not None:
+        view.notes = _resolve_notes(notes)
+    return view

@@ -11,7 +11,7 @@ from engine_helpers import BareDevice, add_user  # type: ignore[import-not-found
 
 @pytest.fixture
 async def engine(db_engine):
-    eng = SyncEngine(db_engine, EngineConfig())
+    eng = SyncEngine(db_engine, EngineConfig(paranoid=True))
     await eng.start()
     yield eng
     await eng.stop()

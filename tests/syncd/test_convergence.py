@@ -63,8 +63,10 @@ def apply_edit(rep: Replica, doc_id: str, kind: int, rnd: random.Random) -> None
         rep.local(doc_id, lambda dd, s: D.remove_material(dd, mid, **s))
     elif kind == 5:
         rep.local(doc_id, lambda dd, s: D.add_note(dd, D.new_id(), f"note {rnd.randrange(999)}", **s))
-    else:
+    elif kind == 6:
         rep.local(doc_id, lambda dd, s: D.write_field(dd, "estimate", float(rnd.randrange(1000)), **s))
+    else:  # a new owner changes who wins the status (owner-wins context)
+        rep.local(doc_id, lambda dd, s: D.write_field(dd, "owner_id", rnd.choice(OWNERS), **s))
 
 
 async def deliver(engine, rep: Replica, rnd: random.Random, log: list[bytes]) -> None:
@@ -111,7 +113,8 @@ def doc_json(d: Doc) -> dict:
     return {r: d.get(r, type=Map).to_py() for r in ROOTS}
 
 
-schedule = st.lists(st.tuples(st.integers(0, 3), st.integers(0, 9), st.integers(0, 6), st.integers(0, 1)),
+OWNERS: list[str] = []
+schedule = st.lists(st.tuples(st.integers(0, 3), st.integers(0, 9), st.integers(0, 7), st.integers(0, 1)),
                     min_size=5, max_size=40)
 
 
@@ -129,6 +132,7 @@ async def team(db_engine):
 async def test_random_schedules_converge(engine, db_engine, team, yjs, steps, seed):
     rnd = random.Random(seed)
     reps = [Replica(uid, role) for uid, role in team]
+    OWNERS[:] = [reps[1].principal.user_id, reps[2].principal.user_id]
     docs = [D.doc_id_for("job", str(uuid.uuid4())) for _ in range(2)]
     owner = reps[0]
     for doc_id in docs:  # the office creates the job; everyone starts from it
