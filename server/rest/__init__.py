@@ -7,8 +7,8 @@ as ``/api/customers/search`` and ``/api/materials/bulk-update`` before ``/{id}``
 
 from __future__ import annotations
 
-from . import customers, jobs, materials, openapi
+from . import customers, jobs, materials, openapi, users
 
 __all__ = ["routes"]
 
-routes = [*customers.routes, *jobs.routes, *materials.routes, *openapi.routes]
+routes = [*customers.routes, *jobs.routes, *materials.routes, *users.routes, *openapi.routes]
