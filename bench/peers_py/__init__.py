@@ -1,0 +1,1 @@
+"""Python peer servers for bench/engine_server.py (pycrdt-websocket)."""
