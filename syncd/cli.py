@@ -209,6 +209,11 @@ from .users import user  # noqa: E402  (the `syncd user add|list` subgroup)
 
 cli.add_command(user)
 
+from .cli_backup import backup_commands  # noqa: E402  (`syncd backup` / `syncd restore`)
+
+for _command in backup_commands:
+    cli.add_command(_command)
+
 
 def main() -> None:
     cli(prog_name="syncd")

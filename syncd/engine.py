@@ -28,6 +28,7 @@ from conflict_rules.hlc import DEFAULT_MAX_SKEW_MS, HLC
 from schema.documents import ROOTS, parse_doc_id
 from schema.view import DocView, explain_path
 
+from .automations import insert_tasks, job_context, tasks_for
 from .errors import (ClientIdConflict, Forbidden, MalformedUpdate, MissingDependencies, SyncError,
                      Unavailable, UnknownDocument, UpdateTooLarge)
 from .livedoc import EMPTY_UPDATE, IncompleteApply, LiveDoc
@@ -413,11 +414,25 @@ class SyncEngine:
                 if (full.upserts, full.events) != (deltas[-1][1].upserts, deltas[-1][1].events):
                     raise AssertionError(f"partial projection diff of {d} differs from the full diff")
         n = await self.store.write_deltas(conn, deltas)
+        n += await self._automations(conn, deltas, new_views, touched)
         await self.store.upsert_heads(conn, [
             {"doc_id": d, "kind": live.kind, "record_id": live.record_id, "last_seq": last[d],
              "projected_seq": last[d]} for d, live in touched.items()])
         await self.store.touch_devices(conn, {a.sub.principal.device_id for a in accepted})
         return seqs, last, n + len(rows) + len(touched), new_views, touched
+
+    async def _automations(self, conn: Any, deltas: list[tuple[str, Delta, int]], new_views: dict[str, DocView],
+                           touched: dict[str, LiveDoc]) -> int:
+        """Tasks the automations propose for this commit's events, in the same transaction
+        (tasks are not events: automations never trigger automations)."""
+        evs = [e for _, delta, _ in deltas for e in delta.events]
+        if not evs:
+            return 0
+        ctx = {live.record_id: job_context(new_views[d]) for d, live in touched.items() if live.kind == "job"}
+        tasks = tasks_for(list(zip(self.store.last_event_ids, evs)), ctx)
+        if tasks:
+            await insert_tasks(conn, tasks)
+        return len(tasks)
 
     async def _after_commit(self, accepted: list[_Accepted], new_devices: dict[str, str], new_bindings: dict[int, str],
                             seqs: list[int], last: dict[str, int], n_rows: int, new_views: dict[str, DocView],

@@ -41,6 +41,7 @@ class Store:
 
     def __init__(self, dialect: str) -> None:
         self.dialect = dialect
+        self.last_event_ids: list[int] = []  # ids of the events the last write_deltas inserted
         self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
 
     # --- log -------------------------------------------------------------------------
@@ -51,20 +52,24 @@ class Store:
         first (one round trip) and the rows inserted with a plain executemany, which is
         several times cheaper than INSERT .. RETURNING per row.
         """
-        from sqlalchemy import text
-        n = len(rows)
-        if self.dialect == "postgresql":
-            res = await conn.execute(text("SELECT nextval(pg_get_serial_sequence('oplog', 'seq')) "
-                                          "FROM generate_series(1, :n)"), {"n": n})
-            seqs = [r[0] for r in res.all()]
-        else:  # SQLite: the transaction holds the database write lock (BEGIN IMMEDIATE)
-            res = await conn.execute(text("SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = 'oplog'"))
-            top = res.scalar_one() or 0
-            top = max(top, (await conn.execute(select(func.coalesce(func.max(t.oplog.c.seq), 0)))).scalar_one())
-            seqs = list(range(top + 1, top + n + 1))
+        seqs = await self._reserve(conn, "oplog", "seq", len(rows))
         now = _now()
         await conn.execute(t.oplog.insert(), [{**r, "seq": s, "received_at": now} for r, s in zip(rows, seqs)])
         return seqs
+
+    async def _reserve(self, conn: AsyncConnection, table: str, column: str, n: int) -> list[int]:
+        """``n`` new ids of an autoincrement column, taken before inserting (the caller holds
+        the write lock: PostgreSQL sequences are safe anyway; SQLite has one writer)."""
+        from sqlalchemy import text
+        if self.dialect == "postgresql":
+            res = await conn.execute(text(f"SELECT nextval(pg_get_serial_sequence('{table}', '{column}')) "
+                                          "FROM generate_series(1, :n)"), {"n": n})
+            return [r[0] for r in res.all()]
+        res = await conn.execute(text("SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = :t"), {"t": table})
+        top = res.scalar_one() or 0
+        col = t.metadata.tables[table].c[column]
+        top = max(top, (await conn.execute(select(func.coalesce(func.max(col), 0)))).scalar_one())
+        return list(range(top + 1, top + n + 1))
 
     async def find_digests(self, conn: AsyncConnection, doc_id: str, digests: Sequence[bytes]) -> dict[bytes, int]:
         if not digests:
@@ -201,8 +206,13 @@ class Store:
             ins = self._insert(t.job_assignments)
             await conn.execute(ins.on_conflict_do_nothing(), ins_assign)
             n += len(ins_assign)
+        self.last_event_ids = []
         if events:
+            ids = await self._reserve(conn, "events", "id", len(events))
+            for e, i in zip(events, ids):
+                e["id"] = i
             await conn.execute(t.events.insert(), events)
+            self.last_event_ids = ids
             n += len(events)
         return n
 

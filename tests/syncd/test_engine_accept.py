@@ -230,3 +230,16 @@ async def test_server_side_edit_is_authored_by_the_principal_and_validated(engin
     with pytest.raises(SchemaViolation):
         await engine.edit(crew.principal, doc_id, lambda d, s: D.write_field(d, "status", "bogus", **s))
     assert (await engine.view(doc_id)).record["status"] == "in_progress"
+
+
+async def test_automations_create_tasks_in_the_same_commit(engine, db_engine, office):
+    doc_id = job_doc()
+    await engine.push(office.principal, doc_id, office.set_fields(doc_id, title="Porch", status="in_progress"))
+    u = office.set_fields(doc_id, status="completed")
+    await engine.push(office.principal, doc_id, u)
+    tasks = await rows(db_engine, t.tasks)
+    events = {e["id"]: e for e in await rows(db_engine, t.events)}
+    assert [x["title"] for x in tasks] == ["Invoice Porch"]
+    assert events[tasks[0]["source_event_id"]]["type"] == "job.status_changed"
+    await engine.push(office.principal, doc_id, u)  # a re-sent update creates nothing more
+    assert len(await rows(db_engine, t.tasks)) == 1
