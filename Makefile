@@ -49,10 +49,12 @@ test: install node pwa chromium
 	cd pwa && npm test --silent
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-bench: install node
+bench: install node bench/peers/node_modules/.package-lock.json
+	$(PY) -m pip install --quiet -e '.[test,bench]'
 	$(PY) -m bench
 
-bench-quick: install node
+bench-quick: install node bench/peers/node_modules/.package-lock.json
+	$(PY) -m pip install --quiet -e '.[test,bench]'
 	$(PY) -m bench --quick
 
 clean:
