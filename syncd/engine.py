@@ -14,6 +14,7 @@ commit fails the whole batch (nothing is acknowledged) and rebuilds the touched 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import time
@@ -111,12 +112,23 @@ class SyncEngine:
         self._listeners: list[CommitListener] = []
         self._load_locks: dict[str, asyncio.Lock] = {}
         self._batch_lock = asyncio.Lock()
+        self._batch_conn: Any = None
         #: True when other processes may write the same database (PostgreSQL); reads then
         #: check the log for their commits. SQLite is one process by design (embedded).
         self._shared = config.shared if config.shared is not None else db.dialect.name == "postgresql"
         self._edit_clients: dict[str, int] = {}
         self._edit_locks: dict[str, asyncio.Lock] = {}
         self.stats = {"accepted": 0, "duplicates": 0, "refused": 0, "batches": 0, "rows_written": 0}
+
+    def _read(self) -> Any:
+        """A connection for reads. Inside the batch transaction that is the batch's own
+        connection: borrowing a second one from the pool while holding SQLite's write lock
+        can deadlock against requests that hold the other pooled connections and wait for
+        that lock."""
+        conn = self._batch_conn
+        if conn is not None and asyncio.current_task() is self._task:
+            return contextlib.nullcontext(conn)
+        return self.reader.connect()
 
     # --- lifecycle ----------------------------------------------------------------------
     async def start(self) -> "SyncEngine":
@@ -214,6 +226,7 @@ class SyncEngine:
         written: tuple[list[int], dict[str, int], int, dict[str, DocView], dict[str, LiveDoc]] | None = None
         try:
             async with self.db.begin() as conn:
+                self._batch_conn = conn
                 heads = await self.store.lock_heads(conn, sorted({s.doc_id for s in batch}))
                 for doc_id, last in heads.items():
                     live = self._docs.get(doc_id)
@@ -241,6 +254,7 @@ class SyncEngine:
                 if accepted:
                     written = await self._write(conn, accepted, new_devices, new_bindings)
         except BaseException as e:
+            self._batch_conn = None
             if _is_fatal(e) and not isinstance(e, asyncio.CancelledError):
                 raise
             log.error("batch transaction failed: %s: %s", type(e).__name__, e)
@@ -253,6 +267,7 @@ class SyncEngine:
             if isinstance(e, asyncio.CancelledError):
                 raise
             return
+        self._batch_conn = None
         if written is not None:
             await self._after_commit(accepted, new_devices, new_bindings, *written)
         for sub, leader in followers:
@@ -334,7 +349,7 @@ class SyncEngine:
     async def _check_device(self, p: Principal, new_devices: dict[str, str]) -> None:
         owner = self._devices.get(p.device_id) or new_devices.get(p.device_id)
         if owner is None:
-            async with self.reader.connect() as conn:
+            async with self._read() as conn:
                 owner = await self.store.device_owner(conn, p.device_id)
                 if owner is None:
                     if p.user_id not in self._users:
@@ -353,7 +368,7 @@ class SyncEngine:
         fresh = [c for c, (_, end) in scan.clients.items() if end > sv.get(c, 0)]
         unknown = [c for c in fresh if c not in self._bindings and c not in new_bindings]
         if unknown:
-            async with self.reader.connect() as conn:
+            async with self._read() as conn:
                 self._bindings.update(await self.store.client_bindings(conn, unknown))
         out: dict[int, str] = {}
         for c in fresh:
@@ -479,7 +494,7 @@ class SyncEngine:
         return live
 
     async def _load(self, doc_id: str, extra: list[bytes] = ()) -> LiveDoc | None:
-        async with self.reader.connect() as conn:
+        async with self._read() as conn:
             head = await self.store.head(conn, doc_id)
             snap = await self.store.snapshot(conn, doc_id)
             entries = await self.store.entries(conn, doc_id, after_seq=snap[1] if snap else 0)

@@ -44,3 +44,26 @@ async def test_two_engines_interleaving_writes_to_the_same_documents(db_engine):
                     expected |= {k.split("/")[0] for k in dev.docs[d].get("materials", type=Map).keys()}
             assert set(va.materials) == expected  # no material from any device was lost
     assert (await verify(db_engine)).ok
+
+
+async def test_batch_reads_never_wait_on_a_pooled_connection(db_engine):
+    """Many requests holding pooled connections while they wait for SQLite's write lock must
+    not starve the batch that holds it (it used to borrow a second connection for reads)."""
+    async with SyncEngine(db_engine) as eng:
+        owner = BareDevice(await add_user(db_engine, "office"), "office")
+        doc = job_doc()
+        first = await eng.push(owner.principal, doc, owner.set_fields(doc, title="t"))
+        readers = [BareDevice(await add_user(db_engine, "crew"), "crew") for _ in range(30)]
+        writers = [BareDevice(await add_user(db_engine, "office"), "office") for _ in range(30)]
+
+        async def pull_and_ack(dev):  # a pull with a cursor writes the device's acknowledgement
+            for _ in range(3):
+                await eng.pull(dev.principal, doc, None, first.seq)
+
+        async def new_device_push(dev):  # unknown device and client id: the batch must read them
+            d = job_doc()
+            await eng.push(dev.principal, d, dev.set_fields(d, title="new"))
+
+        await asyncio.wait_for(asyncio.gather(*[pull_and_ack(r) for r in readers],
+                                              *[new_device_push(w) for w in writers]), timeout=60)
+    assert (await verify(db_engine)).ok
