@@ -195,7 +195,18 @@ def render(exc: BaseException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "HTTP_ERROR")
         message = exc.detail if isinstance(exc.detail, str) else code.lower().replace("_", " ")
         return error_response(exc.status_code, code, message, None, exc.headers)
+    if _storage_unavailable(exc):
+        return error_response(503, "UNAVAILABLE", "storage is busy or unreachable; nothing was changed, retry",
+                              None, {"Retry-After": "1"})
     return error_response(500, "INTERNAL_ERROR", "internal server error; the error was logged")
+
+
+def _storage_unavailable(exc: BaseException) -> bool:
+    """A database that is locked, restarting or unreachable: transient, the client retries."""
+    from sqlalchemy.exc import DBAPIError, OperationalError, TimeoutError as PoolTimeout
+    if isinstance(exc, (OperationalError, PoolTimeout)):
+        return True
+    return isinstance(exc, DBAPIError) and bool(getattr(exc, "connection_invalidated", False))
 
 
 async def _handle(request: Request, exc: Exception) -> Response:
