@@ -94,6 +94,8 @@ class Server:
     db_url: str | None = None
     keys_dir: str | None = None
     log_path: str | None = None
+    pg_name: str | None = None  # ours on PostgreSQL: the scratch database
+    admin_dsn: str | None = None
     _restart: Any = None
 
     @property
@@ -114,6 +116,33 @@ class Server:
     async def restart(self) -> None:
         """Ours only: stop the process and start it again on the same database and keys."""
         await self._restart(self)
+
+    def pg_sessions(self) -> int | None:
+        """PostgreSQL sessions ever opened on the scratch database (pg_stat_database.sessions):
+        a delta over a step counts the connections the server opened (pool churn)."""
+        if self.pg_name is None:
+            return None
+        import psycopg
+
+        try:
+            with psycopg.connect(self.admin_dsn, connect_timeout=3, autocommit=True) as c:
+                r = c.execute("SELECT sessions FROM pg_stat_database WHERE datname = %s", (self.pg_name,)).fetchone()
+            return int(r[0]) if r else None
+        except psycopg.Error:
+            return None
+
+    def exit_info(self) -> str:
+        """'' while the process runs, else its exit status and the tail of its log."""
+        if self.proc is None or self.proc.returncode is None:
+            return ""
+        return f" (server exited with {self.proc.returncode}: {_tail(self.log_path, 600)!r})"
+
+    def log_problems(self) -> str:
+        """Ours only: counts of error lines in the server log ('' if none)."""
+        text = _tail(self.log_path, 50_000_000)
+        counts = {k: text.count(k) for k in ("Traceback", "database is locked", "unhandled error", "ERROR")}
+        found = {k: v for k, v in counts.items() if v}
+        return ", ".join(f"{v} x {k!r}" for k, v in found.items())
 
 
 async def _stop(proc: asyncio.subprocess.Process, timeout: float = 15.0) -> None:
@@ -155,11 +184,34 @@ async def _wait_http(proc: asyncio.subprocess.Process, url: str, log_path: str |
     raise RuntimeError(f"server did not answer {url} within {STARTUP_TIMEOUT}s: {_tail(log_path)}")
 
 
+_GC_LOGGER = """
+import gc, sys, time
+_t = [0.0]
+def _cb(phase, info):
+    if phase == "start":
+        _t[0] = time.perf_counter()
+    else:
+        ms = (time.perf_counter() - _t[0]) * 1000
+        if ms > 20:
+            print(f"GC gen{info['generation']} {ms:.0f} ms collected {info['collected']}", file=sys.stderr, flush=True)
+gc.callbacks.append(_cb)
+import os
+if os.environ.get("BENCH_SERVER_GC_THRESHOLD"):  # e.g. "700,10,1000": what-if experiments
+    gc.set_threshold(*(int(x) for x in os.environ["BENCH_SERVER_GC_THRESHOLD"].split(",")))
+sys.argv[0] = "syncd"
+from syncd.cli import main
+main()
+"""
+
+
 async def _spawn_ours(srv: Server, env: dict[str, str]) -> None:
     log = open(srv.log_path, "ab")
     try:
+        # BENCH_SERVER_GC_LOG=1 (diagnostics): log every garbage-collector pass over 20 ms to the
+        # server log; BENCH_SERVER_GC_THRESHOLD="a,b,c" also sets gc thresholds (what-if runs)
+        entry = ["-c", _GC_LOGGER] if os.environ.get("BENCH_SERVER_GC_LOG") else ["-m", "syncd.cli"]
         srv.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "syncd.cli", "serve", "--host", "127.0.0.1", "--port", str(srv.port),
+            sys.executable, *entry, "serve", "--host", "127.0.0.1", "--port", str(srv.port),
             cwd=str(REPO), env=env, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log)
     finally:
         log.close()
@@ -197,7 +249,7 @@ async def ours(ctx: Context, backend: str, *, redis_url: str | None = None) -> A
             env["REDIS_URL"] = redis_url
         label = "ours-pg" if backend == "postgresql" else "ours-sqlite"
         srv = Server(label, "ours", None, free_port(), "y", backend=backend, db_url=url,  # type: ignore[arg-type]
-                     keys_dir=f"{tmp}/keys", log_path=f"{tmp}/server.log")
+                     keys_dir=f"{tmp}/keys", log_path=f"{tmp}/server.log", pg_name=pg_name, admin_dsn=ctx.pg_dsn)
 
         async def restart(s: Server) -> None:
             await _stop(s.proc)
@@ -220,16 +272,31 @@ async def ours(ctx: Context, backend: str, *, redis_url: str | None = None) -> A
 
 
 async def _spawn_listening(name: str, kind: str, protocol: str, argv: list[str], cwd: str) -> Server:
-    proc = await asyncio.create_subprocess_exec(*argv, cwd=cwd, stdin=asyncio.subprocess.DEVNULL,
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+    """A peer that prints ``{"event": "listening", "port": N}``; its stderr goes to a temp file."""
+    fd, log_path = tempfile.mkstemp(prefix=f"bench-{kind}-", suffix=".log")
+    with os.fdopen(fd, "wb") as log:
+        proc = await asyncio.create_subprocess_exec(*argv, cwd=cwd, stdin=asyncio.subprocess.DEVNULL,
+                                                    stdout=asyncio.subprocess.PIPE, stderr=log)
     assert proc.stdout is not None
     try:
         line = await asyncio.wait_for(proc.stdout.readline(), STARTUP_TIMEOUT)
         info = json.loads(line)
     except (asyncio.TimeoutError, ValueError) as e:
         await _stop(proc)
-        raise RuntimeError(f"{name} did not start: {e}") from None
-    return Server(name, kind, proc, int(info["port"]), protocol)
+        raise RuntimeError(f"{name} did not start: {e}: {_tail(log_path)}") from None
+    return Server(name, kind, proc, int(info["port"]), protocol, log_path=log_path)
+
+
+@asynccontextmanager
+async def _peer(srv: Server) -> AsyncIterator[Server]:
+    try:
+        yield srv
+    finally:
+        await _stop(srv.proc)
+        try:
+            os.unlink(srv.log_path or "")
+        except OSError:
+            pass
 
 
 @asynccontextmanager
@@ -237,10 +304,8 @@ async def hocuspocus() -> AsyncIterator[Server]:
     node = require_node()
     srv = await _spawn_listening("hocuspocus", "hocuspocus", "hocuspocus", [node, "hocuspocus.mjs", "0"],
                                  str(PEERS_DIR))
-    try:
+    async with _peer(srv):
         yield srv
-    finally:
-        await _stop(srv.proc)
 
 
 @asynccontextmanager
@@ -251,10 +316,8 @@ async def pycrdt_websocket() -> AsyncIterator[Server]:
         raise Skip(f"pycrdt-websocket not installed (pip install pycrdt-websocket==0.16.5): {e}") from None
     srv = await _spawn_listening("pycrdt-websocket", "pycrdt", "y",
                                  [sys.executable, "-m", "bench.peers_py.pycrdt_server", "0"], str(REPO))
-    try:
+    async with _peer(srv):
         yield srv
-    finally:
-        await _stop(srv.proc)
 
 
 # --- identities (ours) ---------------------------------------------------------------------------
@@ -397,6 +460,11 @@ class LoadGen:
     async def step(self, rate: float, seconds: float, drain: float) -> dict[str, Any]:
         await self.cmd(cmd="step", rate=rate, seconds=seconds, drain=drain)
         return await self.event("step", timeout=seconds + drain + 120)
+
+    async def prime(self, rate: float, drain: float) -> dict[str, Any]:
+        """Every sending connection writes once, in order, at ``rate``."""
+        await self.cmd(cmd="prime", rate=rate, drain=drain)
+        return await self.event("step", timeout=3600)
 
     async def close(self) -> None:
         try:

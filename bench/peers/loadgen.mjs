@@ -5,6 +5,7 @@
 // Usage: node loadgen.mjs CONFIG.json, then JSON lines on stdin / stdout:
 //   {"cmd":"connect"}                              -> {"event":"connected", ...}
 //   {"cmd":"step","rate":800,"seconds":5,"drain":3} -> {"event":"step", ...}
+//   {"cmd":"prime","rate":300,"drain":3}          -> {"event":"step", ...}: each sender writes once
 //   {"cmd":"close"}                                -> exits
 //
 // CONFIG (JSON):
@@ -87,6 +88,8 @@ let outOfOrder = 0
 let echoes = 0
 let closes = []
 let errors = []
+let timeline = null // max latency per 100 ms of send time (cfg.timeline: diagnostics)
+let stepT0 = 0
 
 const grow = () => {
   const t = new Float64Array(sendTime.length * 2); t.set(sendTime); sendTime = t
@@ -231,7 +234,12 @@ class Conn {
     this.lastSeen.set(s, id)
     if (id < stepFirstId || id >= stepEndId) return
     delivered++
-    hist.add(now() - sendTime[id])
+    const lat = now() - sendTime[id]
+    hist.add(lat)
+    if (timeline !== null) {
+      const b = Math.floor((sendTime[id] - stepT0) / 100)
+      if (b >= 0 && b < timeline.length && lat > timeline[b]) timeline[b] = lat
+    }
   }
 
   write () {
@@ -353,7 +361,15 @@ async function connectAll () {
   return { n: conns.length, failed: failures.length, failures: failures.slice(0, 5), ms: now() - t0 }
 }
 
-async function step ({ rate, seconds, drain = 3 }) {
+// every sending connection writes once, in order, at `rate`: a server's first-write work per
+// connection (ours: binding the Yjs client id to the device) happens here, not in the steps
+async function prime ({ rate, drain = 3 }) {
+  const order = senders.slice()
+  let i = 0
+  return step({ rate, seconds: order.length / rate, drain, next: () => order[i++ % order.length] })
+}
+
+async function step ({ rate, seconds, drain = 3, next = pick }) {
   hist = new Hist()
   httpService = new Hist()
   delivered = 0
@@ -366,6 +382,8 @@ async function step ({ rate, seconds, drain = 3 }) {
   stepEndId = Number.MAX_SAFE_INTEGER
   const cpu0 = process.cpuUsage()
   const t0 = now()
+  stepT0 = t0
+  timeline = cfg.timeline ? new Array(Math.ceil(seconds * 10) + 1).fill(0) : null
   const end = t0 + seconds * 1000
   let sent = 0
   let maxLag = 0
@@ -379,7 +397,7 @@ async function step ({ rate, seconds, drain = 3 }) {
     if (lag > maxLag) maxLag = lag
     lagSum += lag; ticks++
     const due = Math.floor(rate * (t - t0) / 1000) - sent
-    for (let k = 0; k < due; k++) { pick().write(); sent++ }
+    for (let k = 0; k < due; k++) { next().write(); sent++ }
     lastTick = now()
     await sleep(1)
   }
@@ -423,7 +441,8 @@ async function step ({ rate, seconds, drain = 3 }) {
     loadgen_cpu_pct: 100 * (cpu.user + cpu.system) / 1e6 / elapsed,
     loadgen_tick_lag_max_ms: maxLag,
     loadgen_tick_lag_mean_ms: ticks ? lagSum / ticks : 0,
-    elapsed_s: elapsed
+    elapsed_s: elapsed,
+    timeline: timeline ? timeline.map((x) => Math.round(x)) : undefined
   }
 }
 
@@ -436,7 +455,8 @@ const run = async () => {
     const msg = queue.shift()
     try {
       if (msg.cmd === 'connect') emit({ event: 'connected', ...(await connectAll()) })
-      else if (msg.cmd === 'step') emit(await step(msg))
+      else if (msg.cmd === 'step') emit(await step({ rate: msg.rate, seconds: msg.seconds, drain: msg.drain }))
+      else if (msg.cmd === 'prime') emit(await prime(msg))
       else if (msg.cmd === 'close') {
         for (const c of conns) if (c.ws) c.ws.terminate()
         process.exit(0)
