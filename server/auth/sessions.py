@@ -110,7 +110,9 @@ class Sessions:
         revoked = exists().where(and_(t.refresh_tokens.c.family_id == family_id,
                                       t.refresh_tokens.c.revoked_at.is_not(None)))
         q = select(t.users, revoked.label("family_revoked")).where(t.users.c.id == user_id)
-        async with self.db.connect() as conn:
+        # a read: never queue behind SQLite's write lock (BEGIN IMMEDIATE is for writers)
+        reader = self.db.execution_options(sqlite_begin="DEFERRED") if self.db.dialect.name == "sqlite" else self.db
+        async with reader.connect() as conn:
             row = (await conn.execute(q)).first()
         if row is None:
             return None, False
