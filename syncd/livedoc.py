@@ -121,10 +121,9 @@ class LiveDoc:
         want: dict[int, int] = {}
         for u in parts:
             live.doc.apply_update(u)
-        if parts:
+        if parts:  # a sanity check on the newest entry (each was integrable when accepted)
             from pycrdt import get_state
-            for u in parts[-1:]:
-                want = decode_state_vector(get_state(u))
+            want = decode_state_vector(get_state(parts[-1]))
         live.sv = decode_state_vector(live.doc.get_state())
         short = {c: k for c, k in want.items() if live.sv.get(c, 0) < k}
         if short:

@@ -41,7 +41,8 @@ class Store:
 
     def __init__(self, dialect: str) -> None:
         self.dialect = dialect
-        self.last_event_ids: list[int] = []  # ids of the events the last write_deltas inserted
+        self.last_event_ids: list[int] = []
+        self._upserts: dict[tuple[str, tuple[str, ...]], Any] = {}  # ids of the events the last write_deltas inserted
         self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
 
     # --- log -------------------------------------------------------------------------
@@ -190,13 +191,7 @@ class Store:
             events += [self._event_row(doc_id, e, seq, now) for e in d.events]
         n = 0
         for table, rows in by_table.items():
-            tbl = t.metadata.tables[table]
-            # group rows by identical key sets so executemany gets uniform parameters
-            ins = self._insert(tbl)
-            cols = [c for c in rows[0] if c != "id"]
-            stmt = ins.on_conflict_do_update(index_elements=[tbl.c.id],
-                                             set_={c: getattr(ins.excluded, c) for c in cols})
-            await conn.execute(stmt, rows)
+            await conn.execute(self._upsert(table, tuple(c for c in rows[0] if c != "id")), rows)
             n += len(rows)
         if del_assign:
             await conn.execute(delete(t.job_assignments).where(
@@ -215,6 +210,19 @@ class Store:
             self.last_event_ids = ids
             n += len(events)
         return n
+
+    def _upsert(self, table: str, cols: tuple[str, ...]) -> Any:
+        """``INSERT .. ON CONFLICT (id) DO UPDATE`` for these columns, built once per shape
+        (rebuilding it for every batch showed up in the server's profile)."""
+        key = (table, cols)
+        stmt = self._upserts.get(key)
+        if stmt is None:
+            tbl = t.metadata.tables[table]
+            ins = self._insert(tbl)
+            stmt = ins.on_conflict_do_update(index_elements=[tbl.c.id],
+                                             set_={c: getattr(ins.excluded, c) for c in cols})
+            self._upserts[key] = stmt
+        return stmt
 
     @staticmethod
     def _event_row(doc_id: str, e: Event, seq: int, now: datetime) -> dict[str, Any]:
