@@ -51,6 +51,8 @@ class Auth:
     device_id: str
     family_id: str
     via: str  # "bearer" | "cookie"
+    #: the access token's ``exp`` (unix seconds)
+    expires_at: int | None = None
 
     @property
     def principal(self) -> Principal:
@@ -91,6 +93,8 @@ async def authenticate(conn: HTTPConnection) -> Auth:
         via = "cookie"
     if not token:
         raise Unauthorized("authentication required", code="UNAUTHENTICATED")
+    # both remember what they checked: the signature per token, the session for a few seconds
+    # (see server.auth.sessions for when a change is seen)
     claims = svc.tokens.verify(token)
     user, family_revoked = await svc.sessions.session_state(claims.user_id, claims.family_id)
     if user is None or not user.active:
@@ -99,7 +103,7 @@ async def authenticate(conn: HTTPConnection) -> Auth:
         raise Unauthorized("the session was ended; log in again", code="SESSION_REVOKED")
     if user.role != claims.role:
         raise Unauthorized("your role changed; refresh your token", code="TOKEN_STALE")
-    return Auth(user, claims.device_id, claims.family_id, via)
+    return Auth(user, claims.device_id, claims.family_id, via, claims.expires_at)
 
 
 def enforce_csrf(conn: HTTPConnection, auth: Auth) -> None:

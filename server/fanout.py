@@ -43,6 +43,7 @@ from syncd.errors import SyncError, UnknownDocument
 from syncd.protocol import Principal
 from syncd.update_scan import MAX_CLOCK, encode_state_vector, scan_update
 
+from .redis_pubsub import subscribe_forever
 from .ws_protocol import AwarenessEntry, AwarenessTable, Limits, awareness_message, update_message
 
 __all__ = ["Member", "Room", "Fanout", "RedisBridge", "RemoteCommit", "RESYNC_SEQ", "CHANNEL_PREFIX",
@@ -359,55 +360,21 @@ class RedisBridge:
 
     # --- subscription ---------------------------------------------------------------------
     async def _subscribe_loop(self) -> None:
-        backoff = 0.05
-        while True:
-            client = self._client()
-            pubsub = client.pubsub()
-            try:
-                await pubsub.psubscribe(self.prefix + "*")
-                await self._confirmed(pubsub)
-                self.stats["resubscribed"] += 1
-                backoff = 0.05
-                await self.on_resubscribed()
-                self.subscribed.set()
-                while True:
-                    msg = await pubsub.get_message(timeout=self.timeout_s * 5)
-                    if msg is None:
-                        continue
-                    batch = [msg]
-                    while len(batch) < 256:
-                        more = await pubsub.get_message(timeout=0)
-                        if more is None:
-                            break
-                        batch.append(more)
-                    notices = self._decode(batch)
-                    if notices:
-                        self.stats["received"] += len(notices)
-                        await self.on_remote(notices)
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
-                if self.subscribed.is_set():
-                    log.warning("Redis subscription lost (%s: %s); local fan-out goes on, resync on reconnect",
-                                type(e).__name__, e)
-                self.subscribed.clear()
-            finally:
-                try:
-                    await pubsub.aclose()
-                    await client.aclose()
-                except Exception:  # the connection is already broken; nothing to release
-                    pass
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, self.max_backoff_s)
+        async def subscribed() -> None:
+            self.stats["resubscribed"] += 1
+            await self.on_resubscribed()
 
-    async def _confirmed(self, pubsub: Any) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.timeout_s
-        while loop.time() < deadline:
-            msg = await pubsub.get_message(timeout=max(0.0, deadline - loop.time()))
-            if msg is not None and msg.get("type") == "psubscribe":
-                return
-        raise TimeoutError("no psubscribe confirmation from Redis")
+        async def messages(batch: list[dict[str, Any]]) -> None:
+            notices = self._decode(batch)
+            if notices:
+                self.stats["received"] += len(notices)
+                await self.on_remote(notices)
+
+        await subscribe_forever(
+            self._client, lambda pubsub: pubsub.psubscribe(self.prefix + "*"), "psubscribe",
+            on_subscribed=subscribed, on_messages=messages, subscribed=self.subscribed, log=log,
+            lost="Redis subscription lost; local fan-out goes on, resync on reconnect",
+            confirm_timeout_s=self.timeout_s, read_timeout_s=self.timeout_s * 5, max_backoff_s=self.max_backoff_s)
 
     def _decode(self, batch: list[dict[str, Any]]) -> list[RemoteCommit]:
         out = []

@@ -23,7 +23,10 @@ most ``max_inflight_pushes`` in flight, then reading pauses). They are broadcast
 the durable commit, never back to this connection. A refusal closes the connection with
 the code of :func:`server.ws_protocol.close_code_for` and the engine's reason, except
 missing dependencies: the server answers with sync step 1 and the client re-sends what the
-server lacks (standard y-protocols behaviour). The access token's expiry closes with 4401.
+server lacks (standard y-protocols behaviour). The access token's expiry closes with 4401, and
+so does ending its session (logout, refresh-token reuse; from another process too with Redis,
+see :mod:`server.auth.notices`) or changing its user (re-checked on
+``Sessions.invalidate_user``).
 
 Fan-out updates that commit while the client's first step 1 is unanswered are not sent
 (the answer contains them) and those committing while it is being computed are held and
@@ -43,7 +46,6 @@ from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 from urllib.parse import urlsplit
 
-import jwt
 from pycrdt import get_state
 from starlette.requests import HTTPConnection
 from starlette.routing import WebSocketRoute
@@ -54,6 +56,7 @@ from syncd.errors import ClientIdConflict, Forbidden as SyncForbidden, SyncError
 from syncd.protocol import Principal
 
 from . import policy, replication
+from .auth.notices import auth_notices
 from .deps import Auth, audit_refusal, authenticate, bearer_token
 from .errors import ApiError, Forbidden
 from .fanout import CHANNEL_PREFIX, Fanout, Room
@@ -139,11 +142,7 @@ async def _authenticate(ws: WebSocket, settings: WsSettings) -> tuple[Auth, floa
                 raise Forbidden(f"origin {ws.headers.get('origin')!r} may not use cookie authentication here",
                                 code="ORIGIN_FORBIDDEN")
         auth = await authenticate(ws)
-    try:
-        exp = jwt.decode(token, options={"verify_signature": False}).get("exp")  # verified above
-    except jwt.PyJWTError:
-        exp = None
-    return auth, float(exp) if isinstance(exp, (int, float)) else None
+    return auth, float(auth.expires_at) if auth.expires_at is not None else None
 
 
 async def _refuse(ws: WebSocket, code: int, reason: str) -> None:
@@ -452,7 +451,35 @@ async def extension(app: Any) -> AsyncIterator[Fanout]:
     fanout = Fanout(svc.engine, redis_url=getattr(app.state, "redis_url", None), limits=settings.limits,
                     prefix=settings.channel_prefix, on_remote_job=watcher.observe)
     app.state.fanout = fanout
-    async with watcher, fanout:
+    rechecks: set[asyncio.Task[None]] = set()
+
+    async def recheck(members: list[Any]) -> None:
+        for m in members:
+            try:
+                user, revoked = await svc.sessions.session_state(m.auth.user.id, m.auth.family_id)
+            except Exception:
+                log.exception("re-checking a live session failed")
+                continue
+            if user is None or not user.active or revoked or user.role != m.auth.user.role:
+                m.close(CLOSE_UNAUTHORIZED, "session ended or account changed: log in again")
+
+    def on_auth_notice(kind: str, ident: str) -> None:
+        """A session was revoked or a user changed (here or, with Redis, in another process):
+        live connections do not wait for their token to expire."""
+        live = [m for room in fanout.rooms.values() for m in room.members if isinstance(m, LiveConnection)]
+        if kind == "family":
+            for m in live:
+                if m.auth.family_id == ident:
+                    m.close(CLOSE_UNAUTHORIZED, "session ended: log in again")
+        elif kind == "user":
+            mine = [m for m in live if m.auth.user.id == ident]
+            if mine:
+                task = asyncio.get_running_loop().create_task(recheck(mine))
+                rechecks.add(task)
+                task.add_done_callback(rechecks.discard)
+
+    # session invalidations across processes live here until the app has its own extension slot
+    async with watcher, fanout, auth_notices(app, on_auth_notice):
         yield fanout
 
 

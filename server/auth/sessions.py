@@ -5,17 +5,41 @@ presented token used and issues the next one in the same family. Presenting a us
 again means two parties hold the chain (a stolen token): the whole family is revoked, and
 with it every access token naming it (``fam`` claim, checked on each request). Logout
 revokes the family the same way.
+
+Every authenticated request needs the user as stored (active, role) and whether its family
+was revoked. :class:`SessionCache` keeps that answer per family for a short time
+(``SYNCD_SESSION_CACHE_S``, default 5 s; 0 turns the cache off), so a device pushing several
+times a second costs one query per TTL instead of one per request. An entry used in the last
+40 % of its life is re-read in the background, so a session in use rarely waits for that query.
+What may change meanwhile:
+
+* a family revoked **by this process** (logout, refresh-token reuse, an inactive account
+  found at refresh) is dropped from the cache when its revocation commits, before the
+  response: the next request with that session is refused;
+* with Redis (``REDIS_URL``) every revocation is also announced on a channel
+  (:mod:`server.auth.notices`), and the other processes drop it as soon as they hear it; a
+  process whose subscription dropped clears its whole cache when it resubscribes;
+* a revocation elsewhere without Redis, or a user disabled or given another role directly in
+  the database (there is no API for either), is seen at the latest when the entry expires:
+  after **at most the TTL** (5 s by default). :meth:`Sessions.invalidate_user` is the hook
+  for a process that changes a user.
+
+A query that started before an invalidation never refills the cache with what it read
+(``SessionCache.epoch``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import logging
+import os
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Awaitable, Callable
 
-from sqlalchemy import and_, exists, func, select, update
+from sqlalchemy import and_, bindparam, exists, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -25,7 +49,13 @@ from ..errors import Conflict, Unauthorized
 from . import passwords
 from .tokens import new_family_id, new_refresh_token, refresh_token_device, refresh_token_hash
 
-__all__ = ["User", "RefreshOutcome", "Sessions", "normalize_email"]
+__all__ = ["User", "RefreshOutcome", "Sessions", "SessionCache", "normalize_email", "DEFAULT_SESSION_CACHE_S",
+           "session_cache_ttl_from_env"]
+
+log = logging.getLogger("server.auth.sessions")
+
+#: how long a session check is reused (seconds); env ``SYNCD_SESSION_CACHE_S``
+DEFAULT_SESSION_CACHE_S = 5.0
 
 INVALID_CREDENTIALS = "invalid email or password"
 
@@ -72,13 +102,129 @@ class Rotation:
     token: str | None = None
 
 
-class Sessions:
-    """SQL side of authentication; stateless apart from the engine it uses."""
+def session_cache_ttl_from_env() -> float:
+    """``SYNCD_SESSION_CACHE_S`` (seconds, >= 0), else :data:`DEFAULT_SESSION_CACHE_S`."""
+    raw = os.environ.get("SYNCD_SESSION_CACHE_S", "").strip()
+    if not raw:
+        return DEFAULT_SESSION_CACHE_S
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"SYNCD_SESSION_CACHE_S must be a number of seconds, not {raw!r}") from None
+    if not 0 <= value <= 300:
+        raise ValueError("SYNCD_SESSION_CACHE_S must be between 0 and 300 seconds")
+    return value
 
-    def __init__(self, db: AsyncEngine, *, refresh_ttl_s: int) -> None:
+
+SessionState = tuple[User | None, bool]
+
+
+class SessionCache:
+    """family id -> (user id, :data:`SessionState`) for ``ttl_s`` seconds, at most ``max_entries``.
+
+    ``epoch`` grows with every invalidation: a reader takes it before its query and
+    :meth:`put` ignores the answer if an invalidation happened meanwhile (the query may have
+    read the state from before the change).
+    """
+
+    def __init__(self, ttl_s: float, max_entries: int = 50_000, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self.clock = clock
+        self.epoch = 0
+        self._entries: dict[str, tuple[float, str, SessionState]] = {}
+        self.stats = {"hits": 0, "misses": 0, "invalidations": 0}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, user_id: str, family_id: str) -> SessionState | None:
+        found = self.peek(user_id, family_id)
+        return None if found is None else found[0]
+
+    def peek(self, user_id: str, family_id: str) -> tuple[SessionState, float] | None:
+        """The cached state and the seconds it stays valid, if any."""
+        e = self._entries.get(family_id)
+        if e is None or e[1] != user_id:
+            self.stats["misses"] += 1
+            return None
+        left = e[0] - self.clock()
+        if left <= 0:
+            del self._entries[family_id]
+            self.stats["misses"] += 1
+            return None
+        self.stats["hits"] += 1
+        return e[2], left
+
+    def put(self, epoch: int, user_id: str, family_id: str, state: SessionState) -> None:
+        if epoch != self.epoch or self.ttl_s <= 0:
+            return
+        if family_id not in self._entries and len(self._entries) >= self.max_entries:
+            self._evict()
+        self._entries[family_id] = (self.clock() + self.ttl_s, user_id, state)
+
+    def _evict(self) -> None:
+        now = self.clock()
+        stale = [f for f, e in self._entries.items() if e[0] <= now]
+        if not stale:  # all fresh: drop the oldest quarter (insertion order)
+            stale = [f for f, _ in zip(self._entries, range(max(1, self.max_entries // 4)))]
+        for f in stale:
+            del self._entries[f]
+
+    def invalidate_families(self, family_ids: "list[str] | set[str] | tuple[str, ...]") -> None:
+        self.epoch += 1
+        self.stats["invalidations"] += 1
+        for f in family_ids:
+            self._entries.pop(f, None)
+
+    def invalidate_user(self, user_id: str) -> None:
+        self.epoch += 1
+        self.stats["invalidations"] += 1
+        for f in [f for f, e in self._entries.items() if e[1] == user_id]:
+            del self._entries[f]
+
+    def clear(self) -> None:
+        self.epoch += 1
+        self.stats["invalidations"] += 1
+        self._entries.clear()
+
+
+class _Abandoned(Exception):
+    """The shared session query failed or was cancelled."""
+
+
+#: called after a change this process made: ("family", family id) or ("user", user id)
+Notifier = Callable[[str, str], Awaitable[None]]
+
+_rt = t.refresh_tokens
+#: one statement, built once: the user and whether the family has a revoked token
+_SESSION_STATE = (select(t.users, exists().where(and_(_rt.c.family_id == bindparam("family_id"),
+                                                      _rt.c.revoked_at.is_not(None))).label("family_revoked"))
+                  .where(t.users.c.id == bindparam("user_id")))
+
+
+class Sessions:
+    """SQL side of authentication, and the short-lived cache of session checks."""
+
+    #: an entry used in the last part of its TTL (this share) is re-read in the background
+    REFRESH_AHEAD = 0.4
+
+    def __init__(self, db: AsyncEngine, *, refresh_ttl_s: int, cache_ttl_s: float | None = None) -> None:
         self.db = db
         self.refresh_ttl = timedelta(seconds=refresh_ttl_s)
         self._insert = postgresql.insert if db.dialect.name == "postgresql" else sqlite.insert
+        self.cache = SessionCache(session_cache_ttl_from_env() if cache_ttl_s is None else cache_ttl_s)
+        #: set by :mod:`server.auth.notices` when Redis carries invalidations to other processes
+        self.notifiers: list[Notifier] = []
+        self._inflight: dict[tuple[str, str, int], asyncio.Future[SessionState]] = {}
+        self._refreshing: set[asyncio.Task[None]] = set()
+        # Session checks are single reads: on SQLite a deferred transaction (never waits for the
+        # engine's write lock), on PostgreSQL autocommit (no BEGIN / ROLLBACK round trips).
+        # Built once: execution_options() makes a new engine object per call.
+        if db.dialect.name == "sqlite":
+            self._reader = db.execution_options(sqlite_begin="DEFERRED")
+        else:
+            self._reader = db.execution_options(isolation_level="AUTOCOMMIT")
 
     # --- users ---------------------------------------------------------------------------
     async def authenticate(self, email: str, password: str) -> User:
@@ -105,18 +251,100 @@ class Sessions:
             row = (await conn.execute(select(t.users).where(t.users.c.id == user_id))).first()
         return None if row is None else _user(row)
 
-    async def session_state(self, user_id: str, family_id: str) -> tuple[User | None, bool]:
-        """The user behind an access token and whether its family was revoked (one query)."""
-        revoked = exists().where(and_(t.refresh_tokens.c.family_id == family_id,
-                                      t.refresh_tokens.c.revoked_at.is_not(None)))
-        q = select(t.users, revoked.label("family_revoked")).where(t.users.c.id == user_id)
-        # a read: never queue behind SQLite's write lock (BEGIN IMMEDIATE is for writers)
-        reader = self.db.execution_options(sqlite_begin="DEFERRED") if self.db.dialect.name == "sqlite" else self.db
-        async with reader.connect() as conn:
-            row = (await conn.execute(q)).first()
-        if row is None:
-            return None, False
-        return _user(row), bool(row.family_revoked)
+    async def session_state(self, user_id: str, family_id: str) -> SessionState:
+        """The user behind an access token and whether its family was revoked (one query,
+        or none within the cache's TTL)."""
+        cached = self.cache.peek(user_id, family_id)
+        if cached is not None:
+            state, left = cached
+            if left < self.cache.ttl_s * self.REFRESH_AHEAD:
+                # in use and about to expire: re-read it now, off this request's path (the entry
+                # is still never used past its expiry, so the bound is unchanged)
+                self._refresh_in_background(user_id, family_id)
+            return state
+        # Requests of one session that miss together share one query, unless an invalidation
+        # came in between (the key holds the epoch: a later request never reuses an older read).
+        epoch = self.cache.epoch
+        key = (user_id, family_id, epoch)
+        pending = self._inflight.get(key)
+        if pending is not None:
+            try:
+                return await asyncio.shield(pending)
+            except _Abandoned:  # the first one failed or was cancelled: ask ourselves
+                return await self._query_state(user_id, family_id, epoch)
+        fut: asyncio.Future[SessionState] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = fut
+        try:
+            state = await self._query_state(user_id, family_id, epoch)
+        except BaseException:
+            fut.set_exception(_Abandoned())
+            fut.exception()  # retrieved: no warning when nobody else was waiting
+            raise
+        finally:
+            self._inflight.pop(key, None)
+        fut.set_result(state)
+        return state
+
+    def _refresh_in_background(self, user_id: str, family_id: str) -> None:
+        epoch = self.cache.epoch
+        key = (user_id, family_id, epoch)
+        if key in self._inflight:
+            return
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[SessionState] = loop.create_future()
+        self._inflight[key] = fut
+
+        async def refresh() -> None:
+            try:
+                state = await self._query_state(user_id, family_id, epoch)
+            except BaseException as e:
+                fut.set_exception(_Abandoned())
+                fut.exception()
+                if isinstance(e, Exception):  # the next request past the expiry asks again
+                    log.warning("refreshing a session check failed: %s: %s", type(e).__name__, e)
+                else:
+                    raise
+            else:
+                fut.set_result(state)
+            finally:
+                self._inflight.pop(key, None)
+
+        task = loop.create_task(refresh(), name="session-refresh")
+        self._refreshing.add(task)
+        task.add_done_callback(self._refreshing.discard)
+
+    async def _query_state(self, user_id: str, family_id: str, epoch: int) -> SessionState:
+        state = await self._read_state(user_id, family_id)
+        self.cache.put(epoch, user_id, family_id, state)  # ignored if invalidated meanwhile
+        return state
+
+    async def _read_state(self, user_id: str, family_id: str) -> SessionState:
+        async with self._reader.connect() as conn:
+            row = (await conn.execute(_SESSION_STATE, {"user_id": user_id, "family_id": family_id})).first()
+        return (None, False) if row is None else (_user(row), bool(row.family_revoked))
+
+    async def families_revoked(self, family_ids: "list[str] | set[str] | tuple[str, ...]") -> None:
+        """After a revocation committed: drop the families from this process's cache, tell the others."""
+        if not family_ids:
+            return
+        self.cache.invalidate_families(family_ids)
+        for fam in family_ids:
+            await self._notify("family", fam)
+
+    async def invalidate_user(self, user_id: str) -> None:
+        """After a change to a user (disabled, role) committed: forget its cached sessions here
+        and in the other processes (with Redis)."""
+        self.cache.invalidate_user(user_id)
+        await self._notify("user", user_id)
+
+    async def _notify(self, kind: str, ident: str) -> None:
+        for notify in self.notifiers:
+            try:
+                await notify(kind, ident)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # the TTL bounds what the other processes miss
+                log.warning("could not announce the invalidation of %s %s: %s: %s", kind, ident, type(e).__name__, e)
 
     # --- devices -------------------------------------------------------------------------
     async def register_device(self, conn: AsyncConnection, device_id: str, user_id: str, name: str | None) -> None:
@@ -152,14 +380,18 @@ class Sessions:
         return family, token
 
     async def revoke_family(self, family_id: str, conn: AsyncConnection | None = None) -> None:
+        """Revoke every token of the family. With ``conn`` (the caller's transaction) the caller
+        must call :meth:`families_revoked` once it committed."""
         stmt = (update(t.refresh_tokens).where(t.refresh_tokens.c.family_id == family_id,
                                                t.refresh_tokens.c.revoked_at.is_(None))
                 .values(revoked_at=_now()))
         if conn is not None:
+            self.cache.invalidate_families((family_id,))  # again after the commit (caller)
             await conn.execute(stmt)
             return
         async with self.db.begin() as c:
             await c.execute(stmt)
+        await self.families_revoked((family_id,))
 
     async def family_of(self, token: str) -> tuple[str, str] | None:
         """(family_id, user_id) of a refresh token, if it exists."""
@@ -174,6 +406,12 @@ class Sessions:
         The conditional ``UPDATE ... WHERE used_at IS NULL`` makes two concurrent uses of one
         token race safely: exactly one wins, the other is treated as reuse.
         """
+        rot = await self._rotate(token)
+        if rot.outcome in (RefreshOutcome.REUSED, RefreshOutcome.INACTIVE) and rot.family_id:
+            await self.families_revoked((rot.family_id,))  # committed: the access tokens stop now
+        return rot
+
+    async def _rotate(self, token: str) -> Rotation:
         device_id = refresh_token_device(token)
         if device_id is None:
             return Rotation(RefreshOutcome.UNKNOWN)

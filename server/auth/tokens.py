@@ -13,6 +13,11 @@ with our public key as the HMAC secret, is refused before any key is used. It al
 still has that role and the family is not revoked is checked against the database by
 :mod:`server.auth.sessions`.
 
+Verified access tokens are remembered (:class:`TokenService`, bounded, whole token string ->
+claims): a token seen before skips the Ed25519 verification and the claim checks, which
+cannot change for the same bytes, but its expiry is checked again on every use. Only tokens
+that passed every check are remembered, so a forged or tampered token is always verified.
+
 Refresh token: ``secrets.token_urlsafe(32)`` followed by ``.`` and the device id. Only its
 sha256 is stored (``refresh_tokens.id``), so the device id is bound to the token by the
 hash: a client cannot move a token to another device. (The table has no device column; the
@@ -22,11 +27,12 @@ suffix keeps the device without a schema change.)
 from __future__ import annotations
 
 import hashlib
+import itertools
 import secrets
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import jwt
 
@@ -54,12 +60,17 @@ class AccessClaims:
 class TokenService:
     """Signs and verifies access tokens with one :class:`KeySet`."""
 
-    def __init__(self, keys: KeySet, *, issuer: str, audience: str, ttl_s: int, leeway_s: int = 5) -> None:
+    def __init__(self, keys: KeySet, *, issuer: str, audience: str, ttl_s: int, leeway_s: int = 5,
+                 cache_size: int = 10_000, clock: Callable[[], float] = time.time) -> None:
         self.keys = keys
         self.issuer = issuer
         self.audience = audience
         self.ttl_s = ttl_s
         self.leeway_s = leeway_s
+        self.cache_size = cache_size
+        self.clock = clock
+        #: token -> claims of tokens that passed :meth:`verify` (insertion order = eviction order)
+        self._verified: dict[str, AccessClaims] = {}
 
     def issue(self, *, user_id: str, role: str, device_id: str, family_id: str,
               now: int | None = None) -> tuple[str, int]:
@@ -74,7 +85,38 @@ class TokenService:
         return token, exp
 
     def verify(self, token: str) -> AccessClaims:
-        """Check signature, algorithm, expiry, issuer and audience; raise Unauthorized."""
+        """Check signature, algorithm, expiry, issuer and audience; raise Unauthorized.
+
+        A token that passed before is not verified again (same bytes, same result), except
+        for its expiry, checked on every call exactly as PyJWT does (``exp <= now - leeway``).
+        """
+        claims = self._verified.get(token)
+        if claims is not None:
+            if claims.expires_at <= self.clock() - self.leeway_s:
+                self._verified.pop(token, None)
+                raise Unauthorized("the access token has expired; refresh it", code="TOKEN_EXPIRED")
+            return claims
+        claims = self._verify(token)
+        if self.cache_size > 0:
+            if len(self._verified) >= self.cache_size:
+                self._evict()
+            self._verified[token] = claims
+        return claims
+
+    def _evict(self) -> None:
+        """Drop expired entries; if none, the oldest quarter (insertion order)."""
+        cutoff = self.clock() - self.leeway_s
+        expired = [t for t, c in self._verified.items() if c.expires_at <= cutoff]
+        if not expired:
+            expired = list(itertools.islice(self._verified, max(1, self.cache_size // 4)))
+        for t in expired:
+            del self._verified[t]
+
+    def forget(self) -> None:
+        """Forget every remembered token (tests, key changes)."""
+        self._verified.clear()
+
+    def _verify(self, token: str) -> AccessClaims:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
