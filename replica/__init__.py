@@ -7,7 +7,8 @@
 
 Modules: ``store`` (SQLite), ``crdt`` (pycrdt plumbing), ``clock`` (HLC persistence),
 ``identity``, ``core`` (documents + store + clock), ``replica`` (domain API), ``views``
-(resolved dicts), ``sync`` (push/pull), ``errors``.
+(resolved dicts), ``sync`` (push/pull, batched when the transport offers it), ``http`` (the
+HTTP transport: ``replica.http.HttpTransport``), ``errors``.
 """
 
 from .core import COMPACT_AFTER

@@ -14,10 +14,11 @@ from pycrdt import Doc, merge_updates
 
 from conflict_rules.hlc import HLC
 from schema.documents import parse_doc_id
+from syncd.update_scan import ScanError
 
 from .clock import adjust_offset, clock_meta, load_clock, receive_max
 from .crdt import LOCAL_ORIGIN, REMOTE_ORIGIN, captured_update, check_remote, new_doc, rebuild, unintegrated
-from .errors import IntegrityError, NotIntegrable, UnknownRecord
+from .errors import IntegrityError, NotIntegrable, ReplicaError, UnknownRecord
 from .identity import Identity, new_client_id, new_device_id
 from .store import OutboxRow, Store
 
@@ -134,6 +135,10 @@ class ReplicaCore:
         """The server log sequence number this device has pulled a document up to."""
         return await self._store.cursor(doc_id)
 
+    async def cursors(self, doc_ids: list[str] | None = None) -> dict[str, int]:
+        """The cursors of several documents (every document when None), in one read."""
+        return await self._store.cursors(doc_ids)
+
     async def _reload(self, doc_id: str) -> None:
         """Make the in-memory document the merge of its stored updates again."""
         ups = await self._store.doc_updates(doc_id)
@@ -182,6 +187,13 @@ class ReplicaCore:
         device lacks, ``IntegrityError`` (document rebuilt, nothing stored) when content
         stayed pending after the apply. Returns True if the document changed.
         """
+        changed, data = await self._integrate(doc_id, update, server_time)
+        await self._store.append_remote(doc_id, data, seq, clock_meta(self.hlc))
+        await self._store.compact(doc_id, self.compact_after)
+        return changed
+
+    async def _integrate(self, doc_id: str, update: bytes, server_time: str | None) -> tuple[bool, bytes | None]:
+        """The in-memory half of :meth:`_apply_remote`: (changed, the update to store)."""
         parse_doc_id(doc_id)
         known = self._docs.get(doc_id)
         doc = known if known is not None else new_doc(self.client_id)
@@ -204,9 +216,48 @@ class ReplicaCore:
         receive_max(self.hlc, check.write_times)
         if server_time is not None:
             adjust_offset(self.hlc, server_time)
-        await self._store.append_remote(doc_id, _one(ups), seq, clock_meta(self.hlc))
-        await self._store.compact(doc_id, self.compact_after)
-        return bool(ups)
+        return bool(ups), _one(ups)
+
+    async def _apply_remote_many(self, answers: list[tuple[str, bytes, int | None, str | None]]
+                                 ) -> list[bool | Exception]:
+        """:meth:`_apply_remote` for several documents' answers, stored in **one** commit (a
+        device pulling many documents makes one fsync, not one per document).
+
+        Per answer: True/False (changed) or the exception that document raised
+        (``NotIntegrable``, ``IntegrityError``, ``ScanError``, ``ValueError``...; nothing of it
+        applied or stored). If the commit fails, every document of the batch is rebuilt from
+        the store and the error propagates. A document answered twice is committed in between.
+        """
+        out: list[bool | Exception] = []
+        rows: dict[str, tuple[list[bytes], int | None]] = {}
+
+        async def flush() -> None:
+            if not rows:
+                return
+            batch = [(d, _one(ups), seq) for d, (ups, seq) in rows.items()]
+            try:
+                await self._store.append_remote_many(batch, clock_meta(self.hlc))
+            except BaseException:
+                for d in rows:
+                    await self._reload(d)
+                raise
+            finally:
+                done = list(rows)
+                rows.clear()
+            await self._store.compact_many(done, self.compact_after)
+
+        for doc_id, update, seq, server_time in answers:
+            if doc_id in rows:
+                await flush()
+            try:
+                changed, data = await self._integrate(doc_id, update, server_time)
+            except (ReplicaError, ScanError, ValueError) as e:
+                out.append(e)
+                continue
+            rows[doc_id] = ([data] if data is not None else [], seq)
+            out.append(changed)
+        await flush()
+        return out
 
     async def _acknowledge(self, doc_id: str, update_ids: list[int], server_time: str | None) -> None:
         """Mark outbox updates acknowledged (and correct the clock offset) in one commit."""

@@ -130,6 +130,20 @@ class Store:
                           "ON CONFLICT(doc_id) DO UPDATE SET seq = excluded.seq", (doc_id, seq)))
         await self._write(stmts + self._meta_sql(meta))
 
+    async def append_remote_many(self, items: list[tuple[str, bytes | None, int | None]],
+                                 meta: Mapping[str, object]) -> None:
+        """:meth:`append_remote` for several ``(doc_id, data, seq)`` at once: one commit."""
+        stmts: list[tuple[str, tuple]] = []
+        now = time.time()
+        for doc_id, data, seq in items:
+            if data is not None:
+                stmts.append(("INSERT INTO updates(doc_id, data, origin, acked, created) VALUES (?, ?, 'remote', 1, ?)",
+                              (doc_id, data, now)))
+            if seq is not None:
+                stmts.append(("INSERT INTO cursors(doc_id, seq) VALUES (?, ?) "
+                              "ON CONFLICT(doc_id) DO UPDATE SET seq = excluded.seq", (doc_id, seq)))
+        await self._write(stmts + self._meta_sql(meta))
+
     async def mark_acked(self, ids: Iterable[int], meta: Mapping[str, object]) -> None:
         """Mark outbox updates acknowledged, with ``meta`` (clock offset), in one commit."""
         await self._write([("UPDATE updates SET acked = 1 WHERE id = ? AND origin = 'local'", (i,)) for i in ids]
@@ -155,6 +169,18 @@ class Store:
                  (doc_id, merged, time.time())),
             ])
             return True
+
+    async def compact_many(self, doc_ids: Iterable[str], threshold: int) -> list[str]:
+        """:meth:`compact` for several documents, counting their acked rows in one read first;
+        returns the documents compacted."""
+        wanted = sorted(set(doc_ids))
+        over: list[str] = []
+        for k in range(0, len(wanted), 500):  # within SQLite's bound on parameters
+            part = wanted[k:k + 500]
+            over += [d for d, n in await self._rows(
+                f"SELECT doc_id, COUNT(*) FROM updates WHERE acked = 1 AND doc_id IN ({','.join('?' * len(part))}) "
+                "GROUP BY doc_id", tuple(part)) if n > threshold]
+        return [d for d in over if await self.compact(d, threshold)]
 
     async def drop_doc(self, doc_id: str) -> bool:
         """Delete a document's stored updates and cursor in one commit, unless it has
@@ -202,6 +228,14 @@ class Store:
         rows = await self._rows("SELECT COUNT(*), COALESCE(MAX(id), 0) FROM updates WHERE doc_id = ? AND acked = 1",
                                 (doc_id,))
         return rows[0][0], rows[0][1]
+
+    async def cursors(self, doc_ids: Iterable[str] | None = None) -> dict[str, int]:
+        """The last pulled sequence numbers of several documents (all when None), in one read."""
+        rows = await self._rows("SELECT doc_id, seq FROM cursors")
+        if doc_ids is None:
+            return {d: s for d, s in rows}
+        wanted = set(doc_ids)
+        return {d: s for d, s in rows if d in wanted}
 
     async def cursor(self, doc_id: str) -> int | None:
         """The last pulled sequence number of a document, or None."""

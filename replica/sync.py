@@ -21,17 +21,27 @@ with a gap) a state-vector pull (``since_seq=None``) is requested and applied in
 an apply the state vector must cover the update (else ``IntegrityError``, nothing stored).
 The update, the cursor and the clock are stored in one commit. Documents the server no longer
 lists are dropped unless they still have unacknowledged local updates (then kept and reported).
+
+Batch pull: when the transport offers it (:class:`BatchPullTransport`, e.g.
+``replica.http.HttpTransport`` or ``syncd.local_transport.LocalTransport``), the requests
+are batched: a full pull is one ``pull_listed`` (the listing and every listed document's
+answer together: one HTTP request per page instead of a status walk plus one request per
+document), a pull of given documents one ``pull_many``; the documents whose log tail has a
+gap are then re-pulled by state vector in one more ``pull_many``. Answers are applied one
+document at a time exactly as above, and stored in one device commit for the whole batch
+(one fsync instead of one per document). A transport without these methods is used one
+document at a time.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from pycrdt import merge_updates
 
 from syncd.errors import MissingDependencies, SyncError, UpdateTooLarge
-from syncd.protocol import SyncTransport
+from syncd.protocol import PullResult, SyncTransport
 from syncd.update_scan import ScanError
 
 from .errors import NotIntegrable, ReplicaError
@@ -40,7 +50,25 @@ from .store import OutboxRow
 if TYPE_CHECKING:
     from .core import ReplicaCore
 
-__all__ = ["PushReport", "PullReport", "SyncReport", "push", "pull", "sync"]
+__all__ = ["PushReport", "PullReport", "SyncReport", "BatchPullTransport", "push", "pull", "sync"]
+
+#: ``(doc_id, state_vector, since_seq)`` of one pull
+PullRequest = tuple[str, "bytes | None", "int | None"]
+
+
+@runtime_checkable
+class BatchPullTransport(Protocol):
+    """What a transport offers to pull many documents at once (optional; see the docstring)."""
+
+    async def pull_many(self, requests: list[PullRequest]) -> list[PullResult | SyncError]:
+        """One answer per request, in order: a PullResult or that document's SyncError."""
+        ...
+
+    async def pull_listed(self, known: dict[str, tuple[bytes | None, int | None]]
+                          ) -> tuple[list[str], list[PullResult | SyncError]]:
+        """Every document listed for this device, pulled (with ``known``'s state vector and
+        cursor where the device holds it): ``(listed doc ids, answers in the same order)``."""
+        ...
 
 
 class _Report:
@@ -168,22 +196,87 @@ async def _pull_doc(replica: ReplicaCore, transport: SyncTransport, doc_id: str,
     (report.changed if changed else report.unchanged).append(doc_id)
 
 
+async def _apply_answers(replica: ReplicaCore, doc_ids: list[str], answers: list[PullResult | SyncError],
+                         report: PullReport, gaps: list[str] | None) -> None:
+    """Apply batch answers, stored in one device commit; a log tail with a gap goes to
+    ``gaps`` (None: that is an error, and what was applied is a full pull)."""
+    todo: list[tuple[str, bytes, int | None, str | None]] = []
+    for doc_id, res in zip(doc_ids, answers):
+        if isinstance(res, BaseException):
+            report.errors[doc_id] = res
+        else:
+            todo.append((doc_id, res.update, res.seq, res.server_time))
+    outcomes = await replica._apply_remote_many(todo)  # a failed device commit propagates (as one by one)
+    for (doc_id, *_), outcome in zip(todo, outcomes):
+        if isinstance(outcome, NotIntegrable) and gaps is not None:
+            gaps.append(doc_id)
+        elif isinstance(outcome, BaseException):
+            report.errors[doc_id] = outcome
+        else:
+            if gaps is None:
+                report.full_pulls.append(doc_id)
+            (report.changed if outcome else report.unchanged).append(doc_id)
+
+
+async def _known(replica: ReplicaCore, doc_ids: list[str]) -> dict[str, tuple[bytes | None, int | None]]:
+    """State vector and cursor of the given documents this device holds."""
+    held = [d for d in doc_ids if replica.has_doc(d)]
+    cursors = await replica.cursors(held)
+    return {d: (replica.doc(d).get_state(), cursors.get(d)) for d in held}
+
+
+async def _pull_batched(replica: ReplicaCore, transport: Any, doc_ids: list[str] | None,
+                        report: PullReport) -> list[str] | None:
+    """Pull through ``pull_listed`` / ``pull_many``; returns the listing of a full pull."""
+    listed: list[str] | None = None
+    if doc_ids is None:
+        listed, answers = await transport.pull_listed(await _known(replica, replica.doc_ids()))
+        doc_ids = listed
+    else:
+        known = await _known(replica, doc_ids)
+        requests = [(d, *known.get(d, (b"\x00", None))) for d in doc_ids]
+        try:
+            answers = await transport.pull_many(requests)
+        except SyncError as e:
+            answers = [e] * len(doc_ids)
+    gaps: list[str] = []
+    await _apply_answers(replica, doc_ids, answers, report, gaps)
+    if gaps:
+        # A gap (e.g. a log tail past what we hold): never apply piecemeal; ask for everything
+        # we lack relative to our state vector instead.
+        requests = [(d, replica.doc(d).get_state() if replica.has_doc(d) else b"\x00", None) for d in gaps]
+        try:
+            answers = await transport.pull_many(requests)
+        except SyncError as e:
+            answers = [e] * len(gaps)
+        await _apply_answers(replica, gaps, answers, report, None)
+    return listed
+
+
+def _batches(transport: Any) -> bool:
+    return callable(getattr(transport, "pull_many", None)) and callable(getattr(transport, "pull_listed", None))
+
+
 async def pull(replica: ReplicaCore, transport: SyncTransport, doc_ids: list[str] | None = None) -> PullReport:
     """Fetch and apply what this device lacks of ``doc_ids`` (default: every listed doc).
 
     With the default list, local documents the server no longer lists are dropped (kept and
-    reported in ``kept`` while they have unacknowledged local updates).
+    reported in ``kept`` while they have unacknowledged local updates). Batched when the
+    transport offers it (:class:`BatchPullTransport`).
     """
     report = PullReport()
     listed = None
-    if doc_ids is None:
-        listed = list(await transport.list_docs())
-        doc_ids = listed
-    for doc_id in doc_ids:
-        try:
-            await _pull_doc(replica, transport, doc_id, report)
-        except (SyncError, ReplicaError, ScanError, ValueError) as e:
-            report.errors[doc_id] = e
+    if _batches(transport):
+        listed = await _pull_batched(replica, transport, doc_ids, report)
+    else:
+        if doc_ids is None:
+            listed = list(await transport.list_docs())
+            doc_ids = listed
+        for doc_id in doc_ids:
+            try:
+                await _pull_doc(replica, transport, doc_id, report)
+            except (SyncError, ReplicaError, ScanError, ValueError) as e:
+                report.errors[doc_id] = e
     if listed is not None:
         for doc_id in sorted(set(replica.doc_ids()) - set(listed)):
             (report.dropped if await replica._drop(doc_id) else report.kept).append(doc_id)

@@ -34,9 +34,9 @@ by a crew; a crew adds a material with name, quantity, unit and purchased only.
 
 Three entry points:
 
-* :func:`can_read` (async; pull, status, live subscriptions) and :func:`can_push` /
-  :func:`pushable` (async; at the edge, before an update reaches the engine) ask the SQL
-  projection through :mod:`server.replication`;
+* :func:`can_read` / :func:`readable` (async; pull, batch pull, status, live subscriptions)
+  and :func:`can_push` / :func:`pushable` (async; at the edge, before an update reaches the
+  engine) ask the SQL projection through :mod:`server.replication`;
 * :func:`authorize_writes` is the engine's ``authorizer``: a fast pure function of the
   principal, the document's committed view and the exact writes an update adds. It raises
   ``syncd.errors.Forbidden`` naming the refused fields; the engine then refuses the update
@@ -68,6 +68,7 @@ __all__ = [
     "can_read",
     "can_push",
     "pushable",
+    "readable",
     "authorize_writes",
 ]
 
@@ -138,6 +139,11 @@ async def can_push(db: replication.DbLike, principal: Principal, doc_id: str) ->
 async def pushable(db: replication.DbLike, principal: Principal, doc_ids: "list[str] | set[str]") -> set[str]:
     """The subset of ``doc_ids`` :func:`can_push` allows, decided in one query."""
     return await replication.writable_doc_ids(db, principal, doc_ids)
+
+
+async def readable(db: replication.DbLike, principal: Principal, doc_ids: "list[str] | set[str]") -> set[str]:
+    """The subset of ``doc_ids`` :func:`can_read` allows, decided in one query (a batch pull)."""
+    return await replication.readable_of(db, principal, doc_ids)
 
 
 def _refuse(message: str, refused: list[tuple[str, str]]) -> Forbidden:

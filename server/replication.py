@@ -21,6 +21,7 @@ For the WebSocket layer::
     from server import policy, replication
 
     await policy.can_read(app.state.services, principal, doc_id)     # before a subscription
+    await policy.readable(db, principal, doc_ids)                     # a batch pull: one query
     ids = await replication.readable_doc_ids(db, principal)           # what a device may sync
     replication.reads_everything(principal)                           # skip the set for office/owner
 
@@ -45,7 +46,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Iterable
 
-from sqlalchemy import and_, exists, false, or_, select
+from sqlalchemy import and_, exists, false, literal, or_, select, union_all
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -71,6 +72,7 @@ __all__ = [
     "may_read",
     "may_write_doc",
     "writable_doc_ids",
+    "readable_of",
     "crew_of",
     "LostCallback",
     "UnassignmentListener",
@@ -250,6 +252,45 @@ async def writable_doc_ids(db: DbLike, principal: Principal, doc_ids: Iterable[s
         assigned = (await conn.execute(select(a.c.job_id).where(
             a.c.user_id == principal.user_id, a.c.job_id.in_(sorted(jobs))))).scalars()
         return {jobs[j] for j in assigned}
+
+
+async def readable_of(db: DbLike, principal: Principal, doc_ids: Iterable[str]) -> set[str]:
+    """The ``doc_ids`` :func:`may_read` allows, in one query (a batch pull).
+
+    Same rules as :func:`may_read`: a crew member reads its assigned jobs (deleted ones too)
+    and the customers of its live assigned jobs; ids that do not parse are never readable.
+    """
+    ids = set(doc_ids)
+    if reads_everything(principal):
+        return ids
+    if principal.role != CREW:
+        return set()
+    jobs: dict[str, str] = {}  # record id -> doc id
+    customers: dict[str, str] = {}
+    for d in ids:
+        parsed = _parse(d)
+        if parsed is None:
+            continue
+        if parsed[0] == KIND_JOB:
+            jobs[parsed[1]] = d
+        elif parsed[0] == KIND_CUSTOMER:
+            customers[parsed[1]] = d
+    if not jobs and not customers:
+        return set()
+    a, j = t.job_assignments, t.jobs
+    parts = []
+    if jobs:
+        parts.append(select(literal(KIND_JOB).label("kind"), a.c.job_id.label("rid")).where(
+            a.c.user_id == principal.user_id, a.c.job_id.in_(sorted(jobs))))
+    if customers:
+        parts.append(select(literal(KIND_CUSTOMER).label("kind"), j.c.customer_id.label("rid"))
+                     .join(a, a.c.job_id == j.c.id)
+                     .where(a.c.user_id == principal.user_id, j.c.deleted.is_(False),
+                            j.c.customer_id.in_(sorted(customers))))
+    stmt = parts[0] if len(parts) == 1 else union_all(*parts)
+    async with reading(db) as conn:
+        rows = (await conn.execute(stmt)).all()
+    return {(jobs if kind == KIND_JOB else customers)[rid] for kind, rid in rows}
 
 
 # --- views -------------------------------------------------------------------------------------
