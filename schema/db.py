@@ -125,7 +125,11 @@ def create_engine(url: str | None, **kwargs: Any) -> AsyncEngine:
         opts: dict[str, Any] = {"pool_pre_ping": True, "pool_size": 10}
         opts.update(kwargs)
         return create_async_engine(normalized, **opts)
-    engine = create_async_engine(normalized, **kwargs)
+    # each pooled SQLite connection is a thread of aiosqlite: keep enough of them that bursts
+    # of reads do not open and close overflow connections (a thread and 4 PRAGMAs each)
+    opts = {"pool_size": 10}
+    opts.update(kwargs)
+    engine = create_async_engine(normalized, **opts)
     _install_sqlite_hooks(engine.sync_engine)
     return engine
 

@@ -4,7 +4,7 @@ Pushes are queued and handled by one batch processor per process (the single wri
 
     scan -> dependency check -> client-id binding -> apply observed -> validate
          -> (batch) one transaction: op log + projection rows + events + watermarks
-         -> acknowledge -> notify listeners (fan-out)
+         -> notify listeners (fan-out) -> acknowledge
 
 A refused update never reaches the log; the document is rebuilt from the log (plus the
 batch's accepted updates) so its in-memory copy never holds refused content. A failed
@@ -49,6 +49,10 @@ Authorizer = Callable[[Principal, str, "DocView | None", list[ValidatedWrite]], 
 CommitListener = Callable[[str, bytes, int, Principal], Awaitable[None] | None]
 
 
+#: ``devices.last_seen_at`` is written at most this often per device (seconds)
+SEEN_RESOLUTION_S = 60.0
+
+
 @dataclass(frozen=True)
 class EngineConfig:
     max_update_bytes: int = 1 << 20
@@ -79,6 +83,25 @@ class _Accepted:
     new_clients: dict[int, str] = field(default_factory=dict)
 
 
+@dataclass
+class _Prepared:
+    """A batch checked and applied in memory, ready to be written."""
+
+    batch: list[_Submission]
+    accepted: list[_Accepted] = field(default_factory=list)
+    #: (doc_id, digest) -> the submission accepted with it in this batch
+    leaders: dict[tuple[str, bytes], _Submission] = field(default_factory=dict)
+    #: (submission, leader): the same update as a leader of this batch
+    followers: list[tuple[_Submission, _Submission]] = field(default_factory=list)
+    #: content the document already holds (maybe not yet durable): answered after the commit
+    duplicates: list[tuple[_Submission, LiveDoc]] = field(default_factory=list)
+    new_devices: dict[str, str] = field(default_factory=dict)
+    new_bindings: dict[int, str] = field(default_factory=dict)
+    deltas: dict[str, Delta] = field(default_factory=dict)
+    views: dict[str, DocView] = field(default_factory=dict)
+    touched: dict[str, LiveDoc] = field(default_factory=dict)
+
+
 def _resolve(fut: asyncio.Future, value: Any) -> None:
     """Answer a submitter unless it stopped waiting (a cancelled request must not fail a batch)."""
     if not fut.done():
@@ -96,7 +119,10 @@ class SyncEngine:
                  authorizer: Authorizer | None = None, clock: Callable[[], int] | None = None) -> None:
         self.db = db
         self.config = config
-        self.store = Store(db.dialect.name)
+        #: True when other processes may write the same database (PostgreSQL); reads then
+        #: check the log for their commits. SQLite is one process by design (embedded).
+        self._shared = config.shared if config.shared is not None else db.dialect.name == "postgresql"
+        self.store = Store(db.dialect.name, local_ids=not self._shared)
         # reads must not take SQLite's write lock (the batcher's commits hold it)
         self.reader = db.execution_options(sqlite_begin="DEFERRED") if db.dialect.name == "sqlite" else db
         self.authorizer = authorizer
@@ -109,13 +135,12 @@ class SyncEngine:
         self._bindings: dict[int, str] = {}
         self._devices: dict[str, str] = {}
         self._users: set[str] = set()
+        #: when each device's ``last_seen_at`` was last written (monotonic seconds)
+        self._seen: dict[str, float] = {}
         self._listeners: list[CommitListener] = []
         self._load_locks: dict[str, asyncio.Lock] = {}
         self._batch_lock = asyncio.Lock()
         self._batch_conn: Any = None
-        #: True when other processes may write the same database (PostgreSQL); reads then
-        #: check the log for their commits. SQLite is one process by design (embedded).
-        self._shared = config.shared if config.shared is not None else db.dialect.name == "postgresql"
         self._edit_clients: dict[str, int] = {}
         self._edit_locks: dict[str, asyncio.Lock] = {}
         self.stats = {"accepted": 0, "duplicates": 0, "refused": 0, "batches": 0, "rows_written": 0}
@@ -181,8 +206,7 @@ class SyncEngine:
 
     async def _run(self) -> None:
         while True:
-            first = await self._queue.get()
-            batch = [first]
+            batch = [await self._queue.get()]
             while len(batch) < self.config.max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
@@ -198,32 +222,44 @@ class SyncEngine:
                     if not s.future.done():
                         s.future.set_exception(Unavailable(f"internal error: {type(e).__name__}; retry"))
 
-    async def _process(self, batch: list[_Submission]) -> None:
+    def _mark_inflight(self, batch: list[_Submission]) -> asyncio.Future:
         done = asyncio.get_running_loop().create_future()
         for sub in batch:
             self._inflight[sub.doc_id] = done
+        return done
+
+    def _unmark_inflight(self, batch: list[_Submission], done: asyncio.Future) -> None:
+        for sub in batch:
+            if self._inflight.get(sub.doc_id) is done:
+                del self._inflight[sub.doc_id]
+        if not done.done():
+            done.set_result(None)
+        self._evict()
+
+    def _abort_batch(self, batch: list[_Submission], err: SyncError) -> None:
+        """A batch that will not be committed: forget what it applied, fail its submitters."""
+        for sub in batch:
+            self._docs.pop(sub.doc_id, None)  # reload from the log on next use
+        for sub in batch:
+            if not sub.future.done():
+                sub.future.set_exception(err)
+
+    # --- one batch: lock, check and commit in one transaction --------------------------------
+    async def _process(self, batch: list[_Submission]) -> None:
+        done = self._mark_inflight(batch)
         try:
             async with self._batch_lock:
                 await self._process_locked(batch)
         finally:
-            for sub in batch:
-                if self._inflight.get(sub.doc_id) is done:
-                    del self._inflight[sub.doc_id]
-            done.set_result(None)
-            self._evict()
+            self._unmark_inflight(batch, done)
 
     async def _process_locked(self, batch: list[_Submission]) -> None:
         """One write transaction per batch. It first locks the batch's documents (across
         processes) and catches their in-memory copies up with whatever other processes
         committed; then every update is checked and applied against current state, and the
         log, projection, events and heads are written before the single commit."""
-        accepted: list[_Accepted] = []
-        batch_updates: dict[str, list[bytes]] = {}
-        pending_digests: dict[tuple[str, bytes], _Submission] = {}
-        followers: list[tuple[_Submission, _Submission]] = []
-        new_devices: dict[str, str] = {}
-        new_bindings: dict[int, str] = {}
-        written: tuple[list[int], dict[str, int], int, dict[str, DocView], dict[str, LiveDoc]] | None = None
+        prep: _Prepared | None = None
+        written = None
         try:
             async with self.db.begin() as conn:
                 self._batch_conn = conn
@@ -232,55 +268,83 @@ class SyncEngine:
                     live = self._docs.get(doc_id)
                     if live is not None and live.last_seq != last:
                         await self._rebuild(live, [])
-                for sub in batch:
-                    try:
-                        sub.digest = hashlib.sha256(sub.update).digest()
-                        key = (sub.doc_id, sub.digest)
-                        if key in pending_digests:
-                            followers.append((sub, pending_digests[key]))
-                            continue
-                        acc = await self._accept_one(sub, new_devices, new_bindings, batch_updates)
-                        if acc is None:
-                            continue
-                        accepted.append(acc)
-                        pending_digests[key] = sub
-                        batch_updates.setdefault(sub.doc_id, []).append(sub.update)
-                    except SyncError as e:
-                        self.stats["refused"] += 1
-                        if not sub.future.done():
-                            sub.future.set_exception(e)
-                if accepted:
-                    accepted = await self._verify_integrated(accepted, batch_updates)
-                if accepted:
-                    written = await self._write(conn, accepted, new_devices, new_bindings)
+                prep = await self._prepare(batch)
+                if prep.accepted:
+                    written = await self._write(conn, prep)
         except BaseException as e:
             self._batch_conn = None
+            self.store.forget_ids()
+            self._seen.clear()
             if _is_fatal(e) and not isinstance(e, asyncio.CancelledError):
                 raise
             log.error("batch transaction failed: %s: %s", type(e).__name__, e)
-            for a in accepted:
-                self._docs.pop(a.live.doc_id, None)  # reload from the log on next use
-            err = Unavailable(f"storage failed ({type(e).__name__}); nothing was stored, retry")
-            for sub in batch:
-                if not sub.future.done():
-                    sub.future.set_exception(err)
+            self._abort_batch(batch, Unavailable(
+                f"storage failed ({type(e).__name__}); nothing was stored, retry"))
             if isinstance(e, asyncio.CancelledError):
                 raise
             return
         self._batch_conn = None
         if written is not None:
-            await self._after_commit(accepted, new_devices, new_bindings, *written)
-        for sub, leader in followers:
-            if leader.future.done() and not leader.future.cancelled() and leader.future.exception() is None:
-                ack = leader.future.result()
-                _resolve(sub.future, PushAck(ack.doc_id, ack.seq, True, ack.server_time))
-            elif not sub.future.done():
-                sub.future.set_exception(leader.future.exception() if leader.future.done() else Unavailable("retry"))
+            await self._after_commit(prep, *written)
+        else:
+            self._finish(prep)
 
-    async def _accept_one(self, sub: _Submission, new_devices: dict[str, str], new_bindings: dict[int, str],
+    # --- checking a batch --------------------------------------------------------------------
+    async def _prepare(self, batch: list[_Submission]) -> "_Prepared":
+        """Scan, check, apply and validate every update of the batch against the in-memory
+        documents, then resolve the new views and the projection deltas. Refused updates
+        are answered here; nothing is written."""
+        prep = _Prepared(batch)
+        batch_updates: dict[str, list[bytes]] = {}
+        for sub in batch:
+            try:
+                sub.digest = hashlib.sha256(sub.update).digest()
+                key = (sub.doc_id, sub.digest)
+                leader = prep.leaders.get(key)
+                if leader is not None:  # the same update twice in one batch
+                    prep.followers.append((sub, leader))
+                    continue
+                acc = await self._accept_one(sub, prep, batch_updates)
+                if acc is None:
+                    continue
+                prep.accepted.append(acc)
+                prep.leaders[key] = sub
+                batch_updates.setdefault(sub.doc_id, []).append(sub.update)
+            except SyncError as e:
+                self.stats["refused"] += 1
+                if not sub.future.done():
+                    sub.future.set_exception(e)
+        if prep.accepted:
+            prep.accepted = await self._verify_integrated(prep.accepted, batch_updates)
+        if prep.accepted:
+            self._resolve_views(prep)
+        return prep
+
+    def _resolve_views(self, prep: "_Prepared") -> None:
+        """New views and projection deltas of the touched documents; the documents' views
+        advance now (the next batch diffs against them), their log positions at commit."""
+        touched: dict[str, LiveDoc] = {a.live.doc_id: a.live for a in prep.accepted}
+        for d, live in touched.items():
+            new_view = live.resolve()
+            if self.config.paranoid:  # tests: the incremental view must equal a full resolution
+                if new_view != live.full_view():
+                    raise AssertionError(f"incremental view of {d} differs from a full resolution")
+            items, notes = live.touched() if live.view is not None else (None, True)
+            delta = diff_views(live.kind, live.record_id, live.view, new_view, items=items, notes=notes)
+            if self.config.paranoid:  # tests: the partial diff must equal the full one
+                full = diff_views(live.kind, live.record_id, live.view, new_view)
+                if (full.upserts, full.events) != (delta.upserts, delta.events):
+                    raise AssertionError(f"partial projection diff of {d} differs from the full diff")
+            prep.deltas[d] = delta
+            prep.views[d] = new_view
+            live.view = new_view
+            live.clear_touched()
+        prep.touched = touched
+
+    async def _accept_one(self, sub: _Submission, prep: "_Prepared",
                           batch_updates: dict[str, list[bytes]]) -> _Accepted | None:
         p = sub.principal
-        await self._check_device(p, new_devices)
+        await self._check_device(p, prep.new_devices)
         live = await self._get_doc(sub.doc_id, create=True)
         seq = live.digests.get(sub.digest)
         if seq is not None:
@@ -304,7 +368,7 @@ class SyncEngine:
                 "the update builds on changes the server does not have yet; re-send the earlier "
                 "updates of this document first", {"missing": missing[:10], "state_vector": live.doc.get_state().hex()})
         dup_content = is_duplicate(scan, sv)
-        bindings = await self._check_clients(p, scan, sv, new_bindings)
+        bindings = await self._check_clients(p, scan, sv, prep.new_bindings)
         try:
             changes = live.apply_observed(sub.update, {c: end for c, (_, end) in scan.clients.items()})
         except BaseException as e:
@@ -314,9 +378,9 @@ class SyncEngine:
             if isinstance(e, IncompleteApply):
                 raise MissingDependencies(str(e), {"state_vector": live.doc.get_state().hex()}) from None
             raise MalformedUpdate(f"the update could not be applied: {type(e).__name__}: {e}") from None
-        if not changes and dup_content:
+        if not changes and dup_content:  # answered once the content it repeats is durable
             self.stats["duplicates"] += 1
-            _resolve(sub.future, PushAck(sub.doc_id, live.last_seq, True, self.server_time()))
+            prep.duplicates.append((sub, live))
             return None
         try:
             writes = validate_changes(live.kind, changes, p, self._clock(), self.config.max_skew_ms)
@@ -328,7 +392,7 @@ class SyncEngine:
             raise
         for w in writes:
             self.hlc.receive(w.key.ts)
-        new_bindings.update(bindings)
+        prep.new_bindings.update(bindings)
         return _Accepted(sub, live, writes, bindings)
 
     @staticmethod
@@ -401,40 +465,31 @@ class SyncEngine:
                     {"state_vector": a.live.doc.get_state().hex()}))
         return [a for a in accepted if a.live.doc_id not in bad]
 
-    async def _write(self, conn: Any, accepted: list[_Accepted], new_devices: dict[str, str],
-                     new_bindings: dict[int, str]):
-        touched: dict[str, LiveDoc] = {a.live.doc_id: a.live for a in accepted}
-        new_views = {d: live.resolve() for d, live in touched.items()}
-        if self.config.paranoid:  # tests: the incremental view must equal a full resolution
-            for d, live in touched.items():
-                full = live.full_view()
-                if new_views[d] != full:
-                    raise AssertionError(f"incremental view of {d} differs from a full resolution")
+    async def _write(self, conn: Any, prep: "_Prepared") -> tuple[list[int], dict[str, int], int]:
+        accepted, touched = prep.accepted, prep.touched
         rows = [{"doc_id": a.sub.doc_id, "digest": a.sub.digest, "update": a.sub.update,
                  "user_id": a.sub.principal.user_id, "device_id": a.sub.principal.device_id} for a in accepted]
-        for dev, user in new_devices.items():
+        for dev, user in prep.new_devices.items():
             await self.store.add_device(conn, dev, user)
-        await self.store.bind_clients(conn, new_bindings)
+        await self.store.bind_clients(conn, prep.new_bindings)
         seqs = await self.store.append(conn, rows)
         last: dict[str, int] = {}
         for a, s in zip(accepted, seqs):
             last[a.sub.doc_id] = s
-        deltas: list[tuple[str, Delta, int]] = []
-        for d, live in touched.items():
-            items, notes = live.touched() if live.view is not None else (None, True)
-            deltas.append((d, diff_views(live.kind, live.record_id, live.view, new_views[d], items=items, notes=notes),
-                           last[d]))
-            if self.config.paranoid:  # tests: the partial diff must equal the full one
-                full = diff_views(live.kind, live.record_id, live.view, new_views[d])
-                if (full.upserts, full.events) != (deltas[-1][1].upserts, deltas[-1][1].events):
-                    raise AssertionError(f"partial projection diff of {d} differs from the full diff")
+        deltas = [(d, prep.deltas[d], last[d]) for d in touched]
         n = await self.store.write_deltas(conn, deltas)
-        n += await self._automations(conn, deltas, new_views, touched)
+        n += await self._automations(conn, deltas, prep.views, touched)
         await self.store.upsert_heads(conn, [
             {"doc_id": d, "kind": live.kind, "record_id": live.record_id, "last_seq": last[d],
              "projected_seq": last[d]} for d, live in touched.items()])
-        await self.store.touch_devices(conn, {a.sub.principal.device_id for a in accepted})
-        return seqs, last, n + len(rows) + len(touched), new_views, touched
+        now = time.monotonic()
+        stale = {d for d in {a.sub.principal.device_id for a in accepted}
+                 if now - self._seen.get(d, -SEEN_RESOLUTION_S) >= SEEN_RESOLUTION_S}
+        if stale:  # last_seen_at to the minute, not one UPDATE per batch
+            await self.store.touch_devices(conn, stale)
+            for d in stale:
+                self._seen[d] = now
+        return seqs, last, n + len(rows) + len(touched)
 
     async def _automations(self, conn: Any, deltas: list[tuple[str, Delta, int]], new_views: dict[str, DocView],
                            touched: dict[str, LiveDoc]) -> int:
@@ -449,22 +504,18 @@ class SyncEngine:
             await insert_tasks(conn, tasks)
         return len(tasks)
 
-    async def _after_commit(self, accepted: list[_Accepted], new_devices: dict[str, str], new_bindings: dict[int, str],
-                            seqs: list[int], last: dict[str, int], n_rows: int, new_views: dict[str, DocView],
-                            touched: dict[str, LiveDoc]) -> None:
-        self._devices.update(new_devices)
-        self._bindings.update(new_bindings)
-        for d, live in touched.items():
-            live.view = new_views[d]
-            live.clear_touched()
-            live.last_seq = last[d]
+    async def _after_commit(self, prep: "_Prepared", seqs: list[int], last: dict[str, int], n_rows: int) -> None:
+        accepted = prep.accepted
+        for d, live in prep.touched.items():
+            live.last_seq = max(live.last_seq, last[d])
         self.stats["batches"] += 1
         self.stats["accepted"] += len(accepted)
         self.stats["rows_written"] += n_rows
-        now = self.server_time()
+        self._devices.update(prep.new_devices)
+        self._bindings.update(prep.new_bindings)
         for a, s in zip(accepted, seqs):
             a.live.digests[a.sub.digest] = s
-            _resolve(a.sub.future, PushAck(a.sub.doc_id, s, False, now))
+        # listeners (fan-out) first: a pusher that has its ack knows the others were told
         for a, s in zip(accepted, seqs):
             for listener in self._listeners:
                 try:
@@ -473,6 +524,22 @@ class SyncEngine:
                         await r
                 except Exception:  # a broken listener must not undo a durable write
                     log.exception("commit listener failed for %s seq %s", a.sub.doc_id, s)
+        now = self.server_time()
+        for a, s in zip(accepted, seqs):
+            _resolve(a.sub.future, PushAck(a.sub.doc_id, s, False, now))
+        self._finish(prep)
+
+    def _finish(self, prep: "_Prepared") -> None:
+        """Answer the batch's duplicates once what they duplicate is durable."""
+        for sub, leader in prep.followers:
+            if leader.future.done() and not leader.future.cancelled() and leader.future.exception() is None:
+                ack = leader.future.result()
+                _resolve(sub.future, PushAck(ack.doc_id, ack.seq, True, ack.server_time))
+            elif not sub.future.done():
+                sub.future.set_exception(leader.future.exception() if leader.future.done() and
+                                         not leader.future.cancelled() else Unavailable("retry"))
+        for sub, live in prep.duplicates:
+            _resolve(sub.future, PushAck(sub.doc_id, live.last_seq, True, self.server_time()))
 
     # --- documents ------------------------------------------------------------------------
     async def _get_doc(self, doc_id: str, *, create: bool = False) -> LiveDoc:
@@ -591,6 +658,82 @@ class SyncEngine:
                    since_seq: int | None = None) -> PullResult:
         """What a device lacks of one document: the log tail since its cursor when the cursor
         is past the compaction horizon, else a state-vector diff of the whole document."""
+        res, ack = await self._pull(principal, doc_id, state_vector, since_seq)
+        if ack is not None:
+            async with self.db.begin() as conn:
+                await self.store.record_ack(conn, principal.device_id, doc_id, ack)
+        return res
+
+    async def pull_many(self, principal: Principal,
+                        requests: list[tuple[str, bytes | None, int | None]]) -> list[PullResult | SyncError]:
+        """Several pulls for one device (``(doc_id, state_vector, since_seq)`` each), answered
+        in order: a :class:`PullResult` or the :class:`SyncError` of that document. The
+        device's acknowledgements are recorded in one transaction instead of one per document
+        (a device syncing from empty or catching up on many documents)."""
+        out: list[PullResult | SyncError] = []
+        acks: list[tuple[str, int]] = []
+        current = await self._load_many([r[0] for r in requests])
+        for doc_id, sv, since in requests:
+            try:
+                res, ack = await self._pull(principal, doc_id, sv, since, current=doc_id in current)
+            except SyncError as e:
+                out.append(e)
+                continue
+            out.append(res)
+            if ack is not None:
+                acks.append((doc_id, ack))
+        if acks:
+            async with self.db.begin() as conn:
+                await self.store.record_acks(conn, principal.device_id, acks)
+        return out
+
+    async def _load_many(self, doc_ids: list[str]) -> set[str]:
+        """Bring several documents into memory with three queries (not three per document),
+        and, with other processes writing, catch up only those behind the log. Returns the
+        documents known to be current now (no per-document refresh needed)."""
+        wanted: list[str] = []
+        for d in dict.fromkeys(doc_ids):
+            try:
+                parse_doc_id(d)
+            except ValueError:
+                continue  # answered by _pull with its own error
+            wanted.append(d)
+        if len(wanted) < 2:
+            return set()
+        missing = [d for d in wanted if d not in self._docs and d not in self._load_locks]
+        current: set[str] = set()
+        async with self.reader.connect() as conn:
+            heads = await self.store.heads_of(conn, wanted) if (missing or self._shared) else {}
+            if missing:
+                snaps = await self.store.snapshots(conn, missing)
+                entries = await self.store.entries_many(conn, missing, {d: s[1] for d, s in snaps.items()})
+        for d in missing:
+            if d in self._docs or (d not in heads and d not in snaps and not entries.get(d)):
+                continue  # loaded meanwhile, or unknown (UnknownDocument from _pull)
+            snap, ents = snaps.get(d), entries.get(d, [])
+            try:
+                live = LiveDoc.build(d, snap[0] if snap else None, [e.update for e in ents])
+            except IncompleteApply:
+                continue  # _pull's own load reports it
+            live.horizon = snap[1] if snap else 0
+            live.last_seq = max([live.horizon] + [e.seq for e in ents])
+            live.digests = {e.digest: e.seq for e in ents}
+            self._docs[d] = live
+            current.add(d)
+        if self._shared:
+            behind = [d for d in wanted if d not in current and d in self._docs
+                      and heads.get(d, 0) != self._docs[d].last_seq]
+            current |= {d for d in wanted if d in self._docs and d not in behind}
+            for d in behind:
+                await self.refresh(d)
+                current.add(d)
+        self._evict()
+        return current
+
+    async def _pull(self, principal: Principal, doc_id: str, state_vector: bytes | None,
+                    since_seq: int | None, *, current: bool = False) -> tuple[PullResult, int | None]:
+        """A pull and the acknowledgement it implies (``since_seq`` the device already has).
+        ``current``: the document was just loaded or checked against the log."""
         try:
             parse_doc_id(doc_id)
         except ValueError as e:
@@ -598,7 +741,7 @@ class SyncEngine:
         await self._settled(doc_id)
         live = await self._get_doc(doc_id)
         await self._settled(doc_id)
-        if self._shared:
+        if self._shared and not current:
             await self.refresh(doc_id)  # another process may have committed since we loaded it
         if since_seq is not None and live.horizon <= since_seq <= live.last_seq:
             upto = live.last_seq
@@ -616,10 +759,8 @@ class SyncEngine:
                     raise
                 raise MalformedUpdate(f"invalid state vector: {type(e).__name__}") from None
             seq = live.last_seq
-        if since_seq is not None and since_seq > 0:
-            async with self.db.begin() as conn:
-                await self.store.record_ack(conn, principal.device_id, doc_id, min(since_seq, live.last_seq))
-        return PullResult(doc_id, update, seq, self.server_time())
+        ack = min(since_seq, live.last_seq) if since_seq is not None and since_seq > 0 else None
+        return PullResult(doc_id, update, seq, self.server_time()), ack
 
     async def state_vector(self, doc_id: str) -> bytes:
         """The server's state vector of a document (UnknownDocument if there is none)."""

@@ -39,8 +39,12 @@ class LogEntry:
 class Store:
     """Stateless helpers bound to a dialect name ("sqlite" or "postgresql")."""
 
-    def __init__(self, dialect: str) -> None:
+    def __init__(self, dialect: str, *, local_ids: bool = False) -> None:
         self.dialect = dialect
+        #: SQLite with one writing process: ids are handed out from memory after the first
+        #: read of the high-water mark (two queries per table per batch otherwise)
+        self.local_ids = local_ids and dialect == "sqlite"
+        self._next_ids: dict[str, int] = {}
         self.last_event_ids: list[int] = []
         self._upserts: dict[tuple[str, tuple[str, ...]], Any] = {}  # ids of the events the last write_deltas inserted
         self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
@@ -66,11 +70,20 @@ class Store:
             res = await conn.execute(text(f"SELECT nextval(pg_get_serial_sequence('{table}', '{column}')) "
                                           "FROM generate_series(1, :n)"), {"n": n})
             return [r[0] for r in res.all()]
-        res = await conn.execute(text("SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = :t"), {"t": table})
-        top = res.scalar_one() or 0
-        col = t.metadata.tables[table].c[column]
-        top = max(top, (await conn.execute(select(func.coalesce(func.max(col), 0)))).scalar_one())
+        top = self._next_ids.get(table) if self.local_ids else None
+        if top is None:
+            res = await conn.execute(text("SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = :t"),
+                                     {"t": table})
+            top = res.scalar_one() or 0
+            col = t.metadata.tables[table].c[column]
+            top = max(top, (await conn.execute(select(func.coalesce(func.max(col), 0)))).scalar_one())
+        if self.local_ids:
+            self._next_ids[table] = top + n
         return list(range(top + 1, top + n + 1))
+
+    def forget_ids(self) -> None:
+        """A transaction failed: read the high-water marks again before the next one."""
+        self._next_ids.clear()
 
     async def find_digests(self, conn: AsyncConnection, doc_id: str, digests: Sequence[bytes]) -> dict[bytes, int]:
         if not digests:
@@ -89,6 +102,36 @@ class Store:
         res = await conn.execute(q.order_by(t.oplog.c.seq))
         return [LogEntry(r.seq, r.doc_id, bytes(r.digest), bytes(r.update), r.user_id, r.device_id)
                 for r in res.all()]
+
+    async def entries_many(self, conn: AsyncConnection, doc_ids: Sequence[str],
+                           after: dict[str, int]) -> dict[str, list[LogEntry]]:
+        """The log of several documents (each after its snapshot's ``after`` seq), in order."""
+        out: dict[str, list[LogEntry]] = {}
+        if not doc_ids:
+            return out
+        res = await conn.execute(select(t.oplog).where(t.oplog.c.doc_id.in_(list(doc_ids)))
+                                 .order_by(t.oplog.c.doc_id, t.oplog.c.seq))
+        for r in res.all():
+            if r.seq > after.get(r.doc_id, 0):
+                out.setdefault(r.doc_id, []).append(
+                    LogEntry(r.seq, r.doc_id, bytes(r.digest), bytes(r.update), r.user_id, r.device_id))
+        return out
+
+    async def snapshots(self, conn: AsyncConnection, doc_ids: Sequence[str]) -> dict[str, tuple[bytes, int]]:
+        if not doc_ids:
+            return {}
+        res = await conn.execute(select(t.doc_snapshots.c.doc_id, t.doc_snapshots.c.state,
+                                        t.doc_snapshots.c.upto_seq).where(
+            t.doc_snapshots.c.doc_id.in_(list(doc_ids))))
+        return {d: (bytes(st), up) for d, st, up in res.all()}
+
+    async def heads_of(self, conn: AsyncConnection, doc_ids: Sequence[str]) -> dict[str, int]:
+        """doc_id -> last_seq of these documents (absent: no such document)."""
+        if not doc_ids:
+            return {}
+        res = await conn.execute(select(t.doc_heads.c.doc_id, t.doc_heads.c.last_seq).where(
+            t.doc_heads.c.doc_id.in_(list(doc_ids))))
+        return {d: last for d, last in res.all()}
 
     async def snapshot(self, conn: AsyncConnection, doc_id: str) -> tuple[bytes, int] | None:
         r = (await conn.execute(select(t.doc_snapshots.c.state, t.doc_snapshots.c.upto_seq).where(
@@ -116,9 +159,7 @@ class Store:
             await conn.execute(text(
                 "SELECT pg_advisory_xact_lock(h) FROM (SELECT hashtextextended(d, 0) AS h "
                 "FROM unnest(CAST(:ids AS text[])) AS d ORDER BY h) AS s"), {"ids": sorted(doc_ids)})
-        res = await conn.execute(select(t.doc_heads.c.doc_id, t.doc_heads.c.last_seq).where(
-            t.doc_heads.c.doc_id.in_(doc_ids)))
-        return {d: last for d, last in res.all()}
+        return await self.heads_of(conn, doc_ids)
 
     async def upsert_heads(self, conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
         if not rows:
@@ -168,6 +209,17 @@ class Store:
         await conn.execute(ins.on_conflict_do_update(
             index_elements=[t.device_doc_acks.c.device_id, t.device_doc_acks.c.doc_id],
             set_={"acked_seq": ins.excluded.acked_seq, "updated_at": ins.excluded.updated_at}))
+
+    async def record_acks(self, conn: AsyncConnection, device_id: str, acks: list[tuple[str, int]]) -> None:
+        """Several documents' acknowledgements of one device (one executemany)."""
+        if not acks:
+            return
+        now = _now()
+        ins = self._insert(t.device_doc_acks)
+        await conn.execute(ins.on_conflict_do_update(
+            index_elements=[t.device_doc_acks.c.device_id, t.device_doc_acks.c.doc_id],
+            set_={"acked_seq": ins.excluded.acked_seq, "updated_at": ins.excluded.updated_at}),
+            [{"device_id": device_id, "doc_id": d, "acked_seq": s, "updated_at": now} for d, s in acks])
 
     async def min_ack(self, conn: AsyncConnection, doc_id: str) -> int | None:
         r = (await conn.execute(select(func.min(t.device_doc_acks.c.acked_seq)).where(

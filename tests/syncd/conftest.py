@@ -49,3 +49,12 @@ def yjs():
     ensure_installed()
     with YjsProcess() as proc:
         yield proc
+
+
+@pytest.fixture
+async def sqlite_db(sqlite_url):
+    """A migrated SQLite database (whatever ``db_url`` is parametrized with)."""
+    from schema.db import create_engine
+    db = create_engine(sqlite_url)
+    yield db
+    await db.dispose()

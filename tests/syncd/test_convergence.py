@@ -69,7 +69,7 @@ def apply_edit(rep: Replica, doc_id: str, kind: int, rnd: random.Random) -> None
         rep.local(doc_id, lambda dd, s: D.write_field(dd, "owner_id", rnd.choice(OWNERS), **s))
 
 
-async def deliver(engine, rep: Replica, rnd: random.Random, log: list[bytes]) -> None:
+async def deliver(engine, rep: Replica, rnd: random.Random) -> None:
     """Send a random subset of the outbox in random order through a lossy network."""
     if not rep.outbox:
         return
@@ -141,7 +141,6 @@ async def test_random_schedules_converge(engine, db_engine, team, yjs, steps, se
         await flush(engine, owner)
         for r in reps[1:]:
             await pull(engine, r, doc_id, rnd)
-    log: list[bytes] = []
     for who, action, edit_kind, which_doc in steps:
         rep, doc_id = reps[who], docs[which_doc]
         if action <= 4:
@@ -149,7 +148,7 @@ async def test_random_schedules_converge(engine, db_engine, team, yjs, steps, se
         elif action == 5:
             rep.online = not rep.online  # disconnect / reconnect
         elif rep.online and action <= 7:
-            await deliver(engine, rep, rnd, log)
+            await deliver(engine, rep, rnd)
         elif rep.online:
             await pull(engine, rep, doc_id, rnd)
     for rep in reps:

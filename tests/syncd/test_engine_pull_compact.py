@@ -35,6 +35,41 @@ async def test_pull_log_tail_and_full_diff_give_the_server_document(engine, offi
     assert as_json(fresh.doc(doc_id)) == as_json(engine._docs[doc_id].doc)
 
 
+async def test_pull_many_answers_each_document_and_records_the_acks_together(engine, db_engine, office, crew):
+    from sqlalchemy import select
+    from syncd.errors import UnknownDocument
+    docs = [job_doc() for _ in range(3)]
+    for i, d in enumerate(docs):
+        await engine.push(office.principal, d, office.set_fields(d, title=f"Job {i}"))
+    missing = job_doc()
+    first = await engine.pull_many(crew.principal, [(d, None, None) for d in docs] + [(missing, None, None)])
+    assert isinstance(first[-1], UnknownDocument)  # one bad document does not fail the others
+    for d, res in zip(docs, first):
+        assert res.doc_id == d
+        crew.apply(d, res.update)
+        assert as_json(crew.doc(d)) == as_json(engine._docs[d].doc)
+    await engine.push(office.principal, docs[1], office.set_fields(docs[1], description="new"))
+    again = await engine.pull_many(crew.principal, [(d, crew.doc(d).get_state(), r.seq) for d, r in zip(docs, first)])
+    for d, res in zip(docs, again):
+        crew.apply(d, res.update)
+        assert as_json(crew.doc(d)) == as_json(engine._docs[d].doc)
+    assert again[1].seq > first[1].seq and again[0].seq == first[0].seq
+    async with db_engine.connect() as conn:
+        acks = dict((await conn.execute(select(t.device_doc_acks.c.doc_id, t.device_doc_acks.c.acked_seq).where(
+            t.device_doc_acks.c.device_id == crew.principal.device_id))).all())
+    assert acks == {d: r.seq for d, r in zip(docs, first)}  # what the device said it had
+    await engine.compact(docs[0])  # one document from snapshot + log, the others log only
+    from syncd.engine import SyncEngine
+    async with SyncEngine(db_engine) as cold:  # nothing in memory: loaded together
+        fresh = BareDevice(crew.principal.user_id, "crew")
+        got = await cold.pull_many(fresh.principal, [(d, None, None) for d in docs] + [(missing, None, None)])
+        assert isinstance(got[-1], UnknownDocument)
+        for d, res in zip(docs, got):
+            fresh.apply(d, res.update)
+            assert as_json(fresh.doc(d)) == as_json(engine._docs[d].doc)
+            assert res.seq == engine._docs[d].last_seq
+
+
 async def test_compaction_keeps_what_a_device_has_not_acknowledged(engine, db_engine, office, crew):
     doc_id = job_doc()
     await engine.push(office.principal, doc_id, office.set_fields(doc_id, title="Basement"))
