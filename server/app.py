@@ -23,6 +23,7 @@ from typing import Any, AsyncContextManager, AsyncIterator, Callable, Sequence
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.routing import BaseRoute
 
 from schema.db import create_engine
@@ -121,6 +122,9 @@ def create_app(database_url: str, redis_url: str | None = None, *, keys_dir: str
         debug=debug,
         routes=[*default_routes(), *extra_routes],
         middleware=[
+            # API answers over 1 KB (pulls, listings) compressed for clients that accept it: crews
+            # sync over weak mobile links. Already-encoded answers (the PWA's files) pass through.
+            Middleware(GZipMiddleware, minimum_size=1024, compresslevel=6),
             Middleware(BodyLimitMiddleware, max_bytes=cfg.max_body_bytes),
             Middleware(IpRateLimitMiddleware),
         ],

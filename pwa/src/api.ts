@@ -26,7 +26,10 @@ export function onSessionChange(l: Listener | null): void {
 }
 
 async function parse(res: Response): Promise<any> {
-  const text = await res.text();
+  return parseText(await res.text());
+}
+
+function parseText(text: string): any {
   if (!text) return null;
   try {
     return JSON.parse(text);
@@ -48,18 +51,34 @@ async function raw(method: string, path: string, body: unknown, token: string | 
   }
 }
 
-function toError(res: Response, data: any): ApiError {
+function toError(res: { status: number; statusText: string }, data: any): ApiError {
   const err = data?.error;
   return new ApiError(res.status, err?.code ?? `HTTP_${res.status}`, err?.message ?? res.statusText, err?.details ?? []);
 }
 
 /** Sign in. `deviceId` re-uses this browser's device (a re-login after the session expired keeps
  * the device, so edits still waiting in the outbox, stamped with it, remain valid). */
-export async function login(email: string, password: string, deviceId?: string): Promise<Session> {
-  const body: Record<string, string> = { email, password, device_name: navigator.userAgent.slice(0, 200) };
-  if (deviceId) body["device_id"] = deviceId;
-  const res = await raw("POST", "/api/auth/login", body, null);
-  const data = await parse(res);
+export async function login(email: string, password: string, deviceId?: string,
+                            sent?: Promise<{ ok: boolean; status: number; statusText: string; text: string }>): Promise<Session> {
+  let res: { ok: boolean; status: number; statusText: string };
+  let data: any;
+  if (sent) {
+    // the same request, already sent by index.html's sign-in form (src/boot.ts)
+    let r: { ok: boolean; status: number; statusText: string; text: string };
+    try {
+      r = await sent;
+    } catch (e) {
+      throw new NetworkError(e instanceof Error ? e.message : String(e));
+    }
+    res = r;
+    data = parseText(r.text);
+  } else {
+    const body: Record<string, string> = { email, password, device_name: navigator.userAgent.slice(0, 200) };
+    if (deviceId) body["device_id"] = deviceId;
+    const r = await raw("POST", "/api/auth/login", body, null);
+    res = r;
+    data = await parse(r);
+  }
   if (!res.ok) throw toError(res, data);
   const s = data.data as Session;
   const session: Session = {

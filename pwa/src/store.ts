@@ -2,6 +2,7 @@
  * bumped on every document change so screens re-render from the resolved views. */
 import { create } from "zustand";
 import { login, logoutRemote, onSessionChange } from "./api";
+import type { BootResponse } from "./boot";
 import { deleteAllDatabases } from "./lib/idb";
 import { clearLocalStorage, loadSession, type Session } from "./session";
 import { SyncEngine, type SyncState } from "./sync/engine";
@@ -16,7 +17,8 @@ export interface AppState {
   /** the server ended the session: sign in again (local data is kept) */
   needsLogin: boolean;
   booting: boolean;
-  signIn: (email: string, password: string) => Promise<void>;
+  /** `sent`: the login request index.html's form already sent for these credentials */
+  signIn: (email: string, password: string, sent?: Promise<BootResponse>) => Promise<void>;
   signOut: () => Promise<void>;
 }
 
@@ -27,12 +29,13 @@ export const useApp = create<AppState>()((set, get) => ({
   rev: 0,
   needsLogin: false,
   booting: true,
-  async signIn(email, password) {
+  async signIn(email, password, sent) {
     const prev = loadSession();
     const lastDevice = localStorage.getItem(DEVICE_KEY);
     // the same user signing in again keeps the device, so queued edits stay valid
     const sameUser = prev !== null && prev.user.email.toLowerCase() === email.trim().toLowerCase();
-    const session = await login(email.trim(), password, sameUser && lastDevice ? lastDevice : undefined);
+    const session = await login(email.trim(), password, sameUser && lastDevice ? lastDevice : undefined,
+                                sent && prev === null ? sent : undefined);
     if (prev !== null && !sameUser) {
       await get().engine?.stop();
       await deleteAllDatabases();

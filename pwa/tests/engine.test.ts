@@ -34,6 +34,8 @@ class FakeServer {
   pushes: any[] = [];
   refuse: ((item: any) => any) | null = null;
   down = false;
+  /** answer POST /api/sync/pull (the batch form) like the server; false: 405 as an older server */
+  batch = true;
   hidden = new Set<string>();
   clockMs = () => Date.now();
   serverTime = () => formatTs(this.clockMs(), 0);
@@ -64,6 +66,17 @@ class FakeServer {
     if (url.pathname === "/api/sync/status") {
       const docs = [...this.docs].filter(([id]) => !this.hidden.has(id)).map(([doc_id, d]) => ({ doc_id, seq: d.seq }));
       return json(200, { data: { docs, server_time: this.serverTime() }, meta: {} });
+    }
+    if (url.pathname === "/api/sync/pull" && init.method === "POST") {
+      if (!this.batch) return new Response("Method Not Allowed", { status: 405 });
+      const body = JSON.parse(init.body);
+      const results = body.docs.map((it: any) => {
+        const d = this.docs.get(it.doc_id);
+        if (!d || this.hidden.has(it.doc_id)) return { doc_id: it.doc_id, status: 404, error: { code: "UNKNOWN_DOCUMENT", message: "no", details: [] } };
+        const update = Y.encodeStateAsUpdate(d.doc, it.state_vector ? fromBase64(it.state_vector) : undefined);
+        return { doc_id: it.doc_id, update: toBase64(update), seq: d.seq, server_time: this.serverTime() };
+      });
+      return json(200, { data: { device_id: "dev-test-1", server_time: this.serverTime(), results }, meta: {} });
     }
     if (url.pathname === "/api/sync/pull") {
       const d = this.docs.get(url.searchParams.get("doc_id")!);
@@ -173,6 +186,42 @@ describe("sync engine", () => {
     vi.stubGlobal("fetch", pulls);
     await e.syncNow();
     expect(pulls.mock.calls.map((c) => String(c[0])).filter((u) => u.includes("/pull"))).toEqual([]);
+  });
+
+  it("pulls every document it lacks in one batch request when the server offers it", async () => {
+    for (const [id, title] of [[JOB, "one"], [JOB2, "two"]] as const) {
+      writeField(server.doc(id).doc, "title", title, { ts: "1700000000000.00000", device: "d", author: "u", role: "office" });
+      server.doc(id).seq = 2;
+    }
+    const calls = vi.fn(server.fetch);
+    vi.stubGlobal("fetch", calls);
+    const e = await start();
+    await e.syncNow();
+    const pulls = calls.mock.calls.filter((c) => String(c[0]).includes("/pull"));
+    expect(pulls.map((c) => [String(c[0]), c[1]?.method])).toEqual([["/api/sync/pull", "POST"]]);
+    expect(JSON.parse(pulls[0]![1].body).docs.map((d: any) => d.doc_id).sort()).toEqual([JOB, JOB2].sort());
+    expect([e.view(JOB)!.record["title"], e.view(JOB2)!.record["title"]]).toEqual(["one", "two"]);
+  });
+
+  it("pulls one document per request from a server without the batch form", async () => {
+    server.batch = false;
+    for (const [id, title] of [[JOB, "one"], [JOB2, "two"]] as const) {
+      writeField(server.doc(id).doc, "title", title, { ts: "1700000000000.00000", device: "d", author: "u", role: "office" });
+      server.doc(id).seq = 2;
+    }
+    const calls = vi.fn(server.fetch);
+    vi.stubGlobal("fetch", calls);
+    const e = await start();
+    await e.syncNow();
+    const gets = calls.mock.calls.map((c) => String(c[0])).filter((u) => u.startsWith("/api/sync/pull?"));
+    expect(gets.length).toBe(2);
+    expect([e.view(JOB)!.record["title"], e.view(JOB2)!.record["title"]]).toEqual(["one", "two"]);
+    writeField(server.doc(JOB).doc, "title", "again", { ts: "1700000000001.00000", device: "d", author: "u", role: "office" });
+    server.doc(JOB).seq = 3;
+    await e.syncNow();
+    // the batch form is not tried again
+    expect(calls.mock.calls.filter((c) => c[1]?.method === "POST" && String(c[0]).includes("/pull")).length).toBe(1);
+    expect(e.view(JOB)!.record["title"]).toBe("again");
   });
 
   it("drops a document that is no longer visible (e.g. a crew unassigned)", async () => {

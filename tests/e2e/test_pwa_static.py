@@ -30,9 +30,9 @@ class Client:
     def __init__(self, app: Starlette) -> None:
         self.app = app
 
-    async def get(self, path: str) -> httpx.Response:
+    async def get(self, path: str, headers: dict[str, str] | None = None) -> httpx.Response:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url="http://t") as c:
-            return await c.get(path)
+            return await c.get(path, headers=headers)
 
     async def post(self, path: str) -> httpx.Response:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url="http://t") as c:
@@ -46,6 +46,7 @@ def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Client:
     (tmp_path / "sw.js").write_text("self.addEventListener('fetch', () => {})")
     (tmp_path / "manifest.webmanifest").write_text("{}")
     (tmp_path / "assets" / "index-abc123.js").write_text("console.log(1)")
+    (tmp_path / "assets" / "app-def456.js").write_text("export const words = '" + "crew " * 2000 + "';\n")
     (tmp_path.parent / "secret.txt").write_text("nope")
     monkeypatch.setenv("SYNCD_PWA_DIST", str(tmp_path))
     app = pwa_static.install(Starlette(routes=[Route("/api/thing", api_ok), Route("/healthz", api_ok),
@@ -73,6 +74,23 @@ async def test_hashed_assets_are_immutable(client: Client) -> None:
     r = await client.get("/assets/index-abc123.js")
     assert r.status_code == 200 and "immutable" in r.headers["cache-control"]
     assert (await client.get("/assets/missing-123.js")).status_code == 404
+
+
+async def test_text_assets_are_gzipped_for_clients_that_accept_it(client: Client) -> None:
+    raw = await client.get("/assets/app-def456.js", headers={"Accept-Encoding": "identity"})
+    assert raw.status_code == 200 and "content-encoding" not in raw.headers
+    assert raw.headers["vary"] == "Accept-Encoding"
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=client.app), base_url="http://t") as c:
+        r = await c.get("/assets/app-def456.js", headers={"Accept-Encoding": "gzip, br"})
+        body = await r.aread()  # httpx decodes it; content-length is what went over the wire
+    assert r.headers["content-encoding"] == "gzip"
+    assert r.headers["content-type"].startswith("text/javascript")
+    assert "immutable" in r.headers["cache-control"]
+    assert body == raw.content  # decoded by the client: the very same file
+    assert int(r.headers["content-length"]) < len(raw.content) // 10  # 10 KB of words compress well
+    # small files are not worth it
+    small = await client.get("/assets/index-abc123.js", headers={"Accept-Encoding": "gzip"})
+    assert "content-encoding" not in small.headers and small.text == "console.log(1)"
 
 
 async def test_routes_are_never_shadowed(client: Client) -> None:

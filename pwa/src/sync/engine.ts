@@ -75,6 +75,8 @@ export class SyncEngine {
   private stopped = false;
   private changeScheduled = false;
   private wsProbeAt = 0;
+  /** the server offers the batch pull (`POST /api/sync/pull`); null until the first try */
+  private batchPull: boolean | null = null;
   private wsCtor: typeof WebsocketProvider | null = null;
   private readonly wsRefused = new Set<string>();
   /** other tabs of this browser: their local edits are applied here at once (the server's
@@ -148,9 +150,15 @@ export class SyncEngine {
     doc.on("update", (update: Uint8Array, origin: unknown) => {
       entry.version++;
       if (origin === LOCAL_ORIGIN) {
+        // the user's own edit: notify the screens first, so that their one React pass (a
+        // microtask) runs ahead of the outbox write chained below; the other tabs and the live
+        // provider are still written synchronously in this event
+        this.onChange();
         this.enqueue(docId, update);
         this.tabs?.postMessage({ docId, update });
-      } else if (origin !== idb) {
+        return;
+      }
+      if (origin !== idb) {
         const ts = maxTimestamp(doc);
         if (ts) this.receiveTs(ts);
       }
@@ -286,11 +294,18 @@ export class SyncEngine {
       after = meta?.next_cursor ?? null;
       if (!after) break;
     }
+    const todo: [string, number][] = [];
     for (const [docId, seq] of visible) {
       const rec = this.records.get(docId);
       const entry = this.entries.get(docId);
       const incomplete = entry !== undefined && (entry.doc.store.pendingStructs !== null || entry.doc.store.pendingDs !== null);
-      if (!rec || !entry || seq > rec.seq || incomplete) await this.pullDoc(docId, incomplete ? 0 : rec?.seq ?? 0);
+      if (!rec || !entry || seq > rec.seq || incomplete) todo.push([docId, incomplete ? 0 : rec?.seq ?? 0]);
+    }
+    // jobs first (the screens list jobs; a customer only adds a name), several in flight: on a
+    // high-latency link a first sync is one round trip per PULL_CONCURRENCY documents
+    todo.sort((a, b) => Number(b[0].startsWith("job:")) - Number(a[0].startsWith("job:")));
+    if (todo.length > 0 && !(this.batchPull !== false && await this.pullMany(todo))) {
+      await inParallel(todo, PULL_CONCURRENCY, ([docId, since]) => this.pullDoc(docId, since));
     }
     const pendingDocs = new Set((await this.meta.outbox(100_000)).map((e) => e.doc_id));
     for (const [docId, rec] of [...this.records]) {
@@ -311,10 +326,48 @@ export class SyncEngine {
       if (err instanceof ApiError && (err.status === 404 || err.status === 403)) return;
       throw err;
     }
-    const update = fromBase64(data.update);
+    await this.applyPulled(e, data.update, data.seq);
+  }
+
+  /** Batch pull (`POST /api/sync/pull {docs}`): one request per MAX_BATCH_PULL documents.
+   * Returns false (nothing pulled) when the server does not offer it, to pull one by one. */
+  private async pullMany(todo: [string, number][]): Promise<boolean> {
+    for (let k = 0; k < todo.length; k += MAX_BATCH_PULL) {
+      const chunk = todo.slice(k, k + MAX_BATCH_PULL);
+      const entries = chunk.map(([docId]) => this.open(docId));
+      await Promise.all(entries.map((e) => e.ready));
+      const docs = chunk.map(([docId, since], i) => ({
+        doc_id: docId, state_vector: toBase64Url(Y.encodeStateVector(entries[i]!.doc)), ...(since > 0 ? { since } : {}),
+      }));
+      let data: { results: ({ doc_id: string; update?: string; seq?: number; status?: number;
+        error?: { code?: string; message?: string; details?: unknown } } | null)[] };
+      try {
+        ({ data } = await api("POST", "/api/sync/pull", { docs }));
+      } catch (err) {
+        // an older server: GET only (405), or no such route
+        if (k === 0 && this.batchPull === null && err instanceof ApiError && (err.status === 405 || err.status === 404)) {
+          this.batchPull = false;
+          return false;
+        }
+        throw err;
+      }
+      this.batchPull = true;
+      for (const [i, r] of data.results.entries()) {
+        const e = entries[i]!;
+        if (r && typeof r.update === "string" && r.doc_id === e.id) await this.applyPulled(e, r.update, r.seq ?? 0);
+        else if (r && (r.status === 404 || r.status === 403)) continue; // as the GET form: not (or no longer) readable
+        else throw new ApiError(r?.status ?? 500, r?.error?.code ?? "PULL_FAILED", r?.error?.message ?? `pull of ${e.id} failed`,
+          r?.error?.details ?? []);
+      }
+    }
+    return true;
+  }
+
+  private async applyPulled(e: DocEntry, updateB64: string, seq: number): Promise<void> {
+    const update = fromBase64(updateB64);
     if (update.length > 2) Y.applyUpdate(e.doc, update, HTTP_ORIGIN);
-    const rec = { doc_id: docId, seq: Math.max(data.seq, 0) };
-    this.records.set(docId, rec);
+    const rec = { doc_id: e.id, seq: Math.max(seq, 0) };
+    this.records.set(e.id, rec);
     await this.meta.putDoc(rec);
   }
 
@@ -493,6 +546,31 @@ export class SyncEngine {
   knownDatabases(): string[] {
     return [...this.records.keys()].map((id) => DOC_DB_PREFIX + id);
   }
+}
+
+/** Documents pulled at once one by one (a browser opens at most 6 HTTP/1.1 connections per
+ * host), when the server has no batch pull. */
+const PULL_CONCURRENCY = 6;
+/** Documents per batch pull request (the server's MAX_PULL_DOCS). */
+const MAX_BATCH_PULL = 200;
+
+/** Run `fn` over `items` with at most `n` in flight; rejects with the first error once the
+ * calls in flight have settled (no new call starts after an error). */
+async function inParallel<T>(items: T[], n: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  let failed: { error: unknown } | null = null;
+  const worker = async (): Promise<void> => {
+    while (failed === null && next < items.length) {
+      const item = items[next++]!;
+      try {
+        await fn(item);
+      } catch (error) {
+        failed ??= { error };
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(n, items.length) }, worker));
+  if (failed !== null) throw (failed as { error: unknown }).error;
 }
 
 /** Ask the service worker to push the outbox when the connection returns, even if the app is
