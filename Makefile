@@ -49,11 +49,11 @@ test: install node pwa chromium
 	cd pwa && npm test --silent
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-bench: install node bench/peers/node_modules/.package-lock.json
+bench: install node pwa chromium bench/peers/node_modules/.package-lock.json
 	$(PY) -m pip install --quiet -e '.[test,bench]'
 	$(PY) -m bench
 
-bench-quick: install node bench/peers/node_modules/.package-lock.json
+bench-quick: install node pwa chromium bench/peers/node_modules/.package-lock.json
 	$(PY) -m pip install --quiet -e '.[test,bench]'
 	$(PY) -m bench --quick
 

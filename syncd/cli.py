@@ -70,8 +70,17 @@ def serve(ctx: click.Context, host: str | None, port: int | None, no_migrate: bo
     gc.collect()
     gc.freeze()
     gc.set_threshold(700, 10, 10000)
+    # uvloop and httptools when installed (dependencies; the pure-Python fallbacks still work)
+    import importlib.util
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    # SYNCD_ACCESS_LOG=0 turns uvicorn's access log off (one log record + write per request)
+    access_log = os.environ.get("SYNCD_ACCESS_LOG", "1").strip().lower() not in ("0", "false", "no", "off")
+    click.echo(f"syncd serve: event loop {loop}, HTTP {http}, WebSocket websockets-sansio, "
+               f"access log {'on' if access_log else 'off (SYNCD_ACCESS_LOG=0)'}", err=True)
     # each broadcast is encoded once: per-connection compression would redo it per recipient
     uvicorn.run(app, host=host or settings.host, port=port or settings.port, log_level="info",
+                loop=loop, http=http, ws="websockets-sansio", access_log=access_log,
                 ws_per_message_deflate=False, ws_max_size=2 * 1024 * 1024)
 
 
