@@ -86,10 +86,13 @@ async def test_token_expiry_closes_a_live_connection(server):
     office = await server.user_session("office")
     claims = jwt.decode(office.access_token, options={"verify_signature": False})
     svc = server.app.state.services
+    # the token expires 4-5 s from now: time for the connection to open and sync even on a loaded CI
+    # machine (1 s was not always enough on PostgreSQL), then the server must close it by itself
     short, _ = svc.tokens.issue(user_id=claims["sub"], role=claims["role"], device_id=claims["dev"],
-                                family_id=claims["fam"], now=int(time.time()) - svc.tokens.ttl_s + 1)
+                                family_id=claims["fam"], now=int(time.time()) - svc.tokens.ttl_s + 5)
     c = await (await server.client(None, job_doc(), token=short)).sync()
-    code, reason = await c.wait_closed(timeout=10)
+    assert c.closed is None, "the connection must be live before its token expires"
+    code, reason = await c.wait_closed(timeout=15)
     assert code == 4401 and "expired" in reason
 
 
