@@ -3,9 +3,14 @@
  * with retry and backoff; live updates over the y-websocket provider when the server offers
  * `/ws`.
  *
- *   edit ──▶ Y.Doc (LOCAL origin) ──▶ y-indexeddb (doc state)   ──▶ UI re-renders
- *                                └──▶ outbox (IndexedDB) ──push──▶ server ack ──▶ removed
+ *   edit ──▶ Y.Doc (LOCAL origin) ──▶ UI re-renders (in the input handler)
+ *                                └─ next task ─▶ y-indexeddb (doc state), outbox (IndexedDB)
+ *                                                ──push──▶ server ack ──▶ removed
  *   server ──pull (state vector + since)/WebSocket──▶ Y.Doc (remote origin) ──▶ UI
+ *
+ * A local edit's non-visual work (y-indexeddb's store, the outbox write, the post to the other
+ * tabs, the clock's localStorage write) runs in the task right after the input handler, i.e.
+ * after React has committed the change: see `later` below.
  */
 import * as Y from "yjs";
 import { IndexeddbPersistence } from "y-indexeddb";
@@ -55,6 +60,19 @@ export interface DocEntry {
 
 const HLC_KEY = "fieldsync.hlc";
 
+/** Runs a callback in a task of its own, as soon as possible (a MessageChannel message: no 4 ms
+ * clamp, not throttled like timers). */
+function taskPoster(run: () => void): { post: () => void; close: () => void } {
+  if (typeof MessageChannel === "function") {
+    const ch = new MessageChannel();
+    ch.port1.onmessage = () => run();
+    // Node (tests): an open port would keep the process alive
+    (ch.port1 as MessagePort & { unref?: () => void }).unref?.();
+    return { post: () => ch.port2.postMessage(null), close: () => ch.port1.close() };
+  }
+  return { post: () => void setTimeout(run, 0), close: () => undefined };
+}
+
 export interface EngineOptions {
   pollMs?: number;
   livePollMs?: number;
@@ -68,6 +86,20 @@ export class SyncEngine {
   private records = new Map<string, DocRecord>();
   private hlc: HLC;
   private outboxWrites: Promise<unknown> = Promise.resolve();
+  /** local updates queued for the outbox whose write has not completed yet (counted as pending) */
+  private unwritten = 0;
+  /** The non-visual work of local edits, in edit order, run by `flushLater` in the task after the
+   * input handler (or earlier, before anything that must see it). A crash or a killed tab within
+   * that one task loses these edits, which were not durable before either: IndexedDB commits
+   * asynchronously, so an edit was only ever durable some time after its handler returned. */
+  private readonly later: (() => void)[] = [];
+  private laterPosted = false;
+  /** the clock advanced for a local edit: its localStorage copy is written with `later` */
+  private hlcDirty = false;
+  private readonly laterTask = taskPoster(() => {
+    this.laterPosted = false;
+    this.flushLater();
+  });
   private timer: ReturnType<typeof setTimeout> | null = null;
   private running = false;
   private rerun = false;
@@ -105,7 +137,7 @@ export class SyncEngine {
     if (typeof offset === "number") engine.hlc.offsetMs = offset;
     for (const r of await meta.docs()) engine.records.set(r.doc_id, r);
     await Promise.all([...engine.records.keys()].map((id) => engine.open(id).ready));
-    engine.setState({ pending: await meta.outboxCount(), lastSync: (await meta.get<number>("last_sync")) ?? null });
+    engine.setState({ pending: await engine.countPending(), lastSync: (await meta.get<number>("last_sync")) ?? null });
     if (engine.tabs) {
       engine.tabs.onmessage = (ev: MessageEvent<{ docId: string; update: Uint8Array }>) => {
         const { docId, update } = ev.data ?? {};
@@ -119,12 +151,15 @@ export class SyncEngine {
       // the service worker pushed the outbox in the background: refresh the badge, then pull
       navigator.serviceWorker.addEventListener("message", (ev: MessageEvent) => {
         if ((ev.data as { type?: string } | null)?.type !== "fieldsync-pushed" || engine.stopped) return;
-        void meta.outboxCount().then((pending) => engine.setState({ pending })).catch(() => undefined);
+        void engine.countPending().then((pending) => engine.setState({ pending })).catch(() => undefined);
         engine.schedule(0);
       });
     }
     window.addEventListener("online", engine.onOnline);
     window.addEventListener("offline", engine.onOffline);
+    // the page may be closed or frozen: write what local edits left for the next task now
+    window.addEventListener("pagehide", engine.onHide);
+    if (typeof document !== "undefined") document.addEventListener("visibilitychange", engine.onHide);
     engine.schedule(0);
     return engine;
   }
@@ -143,6 +178,10 @@ export class SyncEngine {
     const [kind] = parseDocId(docId);
     const doc = new Y.Doc();
     const idb = new IndexeddbPersistence(DOC_DB_PREFIX + docId, doc);
+    // y-indexeddb stores every update in its own `update` handler (an IndexedDB transaction per
+    // update); the handler below calls it instead: later for a local edit, at once (after the
+    // local edits still queued, so the order is kept) for the others
+    doc.off("update", idb._storeUpdate);
     const entry: DocEntry = {
       id: docId, kind, doc, idb, version: 0, ws: null, view: null,
       ready: idb.whenSynced.then(() => undefined),
@@ -150,14 +189,20 @@ export class SyncEngine {
     doc.on("update", (update: Uint8Array, origin: unknown) => {
       entry.version++;
       if (origin === LOCAL_ORIGIN) {
-        // the user's own edit: notify the screens first, so that their one React pass (a
-        // microtask) runs ahead of the outbox write chained below; the other tabs and the live
-        // provider are still written synchronously in this event
+        // the user's own edit: the screens re-render in this handler; everything else (the doc
+        // store, the outbox, the other tabs) waits for the next task, in edit order
         this.onChange();
-        this.enqueue(docId, update);
-        this.tabs?.postMessage({ docId, update });
+        this.setState({ pending: this.state.pending + 1 });
+        this.unwritten++;
+        this.runLater(() => {
+          storeUpdate(idb, update, origin);
+          this.enqueue(docId, update);
+          if (!this.stopped) this.tabs?.postMessage({ docId, update });
+        });
         return;
       }
+      this.flushLater();
+      storeUpdate(idb, update, origin);
       if (origin !== idb) {
         const ts = maxTimestamp(doc);
         if (ts) this.receiveTs(ts);
@@ -202,16 +247,61 @@ export class SyncEngine {
 
   private nextTs(): string {
     const ts = this.hlc.now();
-    localStorage.setItem(HLC_KEY, ts);
+    // written with the edit's other deferred work (an edit and the clock that stamped it are
+    // stored in the same task)
+    this.hlcDirty = true;
+    this.runLater(null);
     return ts;
   }
 
   private receiveTs(ts: string): void {
     try {
       this.hlc.receive(ts);
+      this.hlcDirty = false;
       localStorage.setItem(HLC_KEY, this.hlc.last);
     } catch { /* malformed: ignored */ }
   }
+
+  /** Queue work of a local edit for the next task (`job` null: only make sure that task runs). */
+  private runLater(job: (() => void) | null): void {
+    if (job !== null) this.later.push(job);
+    if (!this.laterPosted) {
+      this.laterPosted = true;
+      this.laterTask.post();
+    }
+  }
+
+  /** Run now, in order, the work local edits queued for the next task. Called by that task, and
+   * before anything that must see every local edit stored (a remote update, push, pull, stop,
+   * the page being hidden or closed). */
+  flushLater(): void {
+    if (this.hlcDirty) {
+      this.hlcDirty = false;
+      try {
+        localStorage.setItem(HLC_KEY, this.hlc.last);
+      } catch { /* storage full or unavailable: the clock is also advanced by what it receives */ }
+    }
+    while (this.later.length > 0) {
+      const jobs = this.later.splice(0);
+      for (const job of jobs) {
+        try {
+          job();
+        } catch (e) {
+          this.setState({ lastError: `could not store a change: ${String(e)}` });
+        }
+      }
+    }
+  }
+
+  /** Every local edit made so far is in the outbox (and its write completed or failed). */
+  async persisted(): Promise<void> {
+    this.flushLater();
+    await this.outboxWrites;
+  }
+
+  private onHide = (): void => {
+    if (typeof document === "undefined" || document.visibilityState !== "visible") this.flushLater();
+  };
 
   private changed(): void {
     if (this.changeScheduled) return;
@@ -233,33 +323,44 @@ export class SyncEngine {
 
   // --- outbox ----------------------------------------------------------------------------
 
+  /** Queue a local update for the server (counted in `pending` by the update handler already). */
   private enqueue(docId: string, update: Uint8Array): void {
-    this.setState({ pending: this.state.pending + 1 });
-    this.outboxWrites = this.outboxWrites
-      .then(() => this.meta.addOutbox({ doc_id: docId, update, created: Date.now() }))
-      .catch((e) => this.setState({ lastError: `could not queue a change: ${String(e)}` }));
+    // the write starts now (transactions run in the order they are created), chained only for
+    // whoever awaits `outboxWrites`
+    const write = this.meta.addOutbox({ doc_id: docId, update, created: Date.now() });
+    this.outboxWrites = Promise.all([this.outboxWrites, write])
+      .catch((e) => this.setState({ lastError: `could not queue a change: ${String(e)}` }))
+      .finally(() => { this.unwritten--; });
     this.schedule(300);
     requestBackgroundSync();
   }
 
+  /** Pending = the outbox's entries plus the local updates whose write has not completed. */
+  private async countPending(): Promise<number> {
+    this.flushLater();
+    const n = await this.meta.outboxCount();
+    return n + this.unwritten;
+  }
+
   private async push(): Promise<void> {
-    await this.outboxWrites;
+    await this.persisted();
     for (let round = 0; round < 50; round++) {
       const r = await pushRound(this.meta, this.session.device_id,
         async (body) => (await api<{ results: any[] }>("POST", "/api/sync/push", body)).data);
       if (r.empty) break;
       for (const [docId, why] of r.refused) await this.resetDoc(docId, why);
-      this.setState({ pending: await this.meta.outboxCount() });
+      this.setState({ pending: await this.countPending() });
       if (r.blocked || r.acked.length === 0) break;
     }
     // the service worker may have pushed (and removed) entries meanwhile
-    const pending = await this.meta.outboxCount();
+    const pending = await this.countPending();
     if (pending !== this.state.pending) this.setState({ pending });
   }
 
   /** The server refused a change for good: drop this replica's unacknowledged changes of the
    * document and re-pull the server's state (the user is told what was refused). */
   private async resetDoc(docId: string, why: string): Promise<void> {
+    await this.persisted(); // the document's local edits still queued go too
     const all = await this.meta.outbox(100_000);
     await this.meta.deleteOutbox(all.filter((e) => e.doc_id === docId).map((e) => e.id!));
     await this.dropDoc(docId);
@@ -307,6 +408,7 @@ export class SyncEngine {
     if (todo.length > 0 && !(this.batchPull !== false && await this.pullMany(todo))) {
       await inParallel(todo, PULL_CONCURRENCY, ([docId, since]) => this.pullDoc(docId, since));
     }
+    await this.persisted(); // a document with a local edit still queued is kept
     const pendingDocs = new Set((await this.meta.outbox(100_000)).map((e) => e.doc_id));
     for (const [docId, rec] of [...this.records]) {
       // no longer visible to this user (e.g. a crew unassigned from the job): drop it
@@ -528,11 +630,15 @@ export class SyncEngine {
   // --- shutdown --------------------------------------------------------------------------
 
   async stop(): Promise<void> {
+    this.flushLater(); // local edits still queued reach the doc store, the outbox and the other tabs
     this.stopped = true;
     this.tabs?.close();
+    this.laterTask.close();
     if (this.timer !== null) clearTimeout(this.timer);
     window.removeEventListener("online", this.onOnline);
     window.removeEventListener("offline", this.onOffline);
+    window.removeEventListener("pagehide", this.onHide);
+    if (typeof document !== "undefined") document.removeEventListener("visibilitychange", this.onHide);
     await this.outboxWrites.catch(() => undefined);
     for (const e of this.entries.values()) {
       e.ws?.destroy();
@@ -546,6 +652,14 @@ export class SyncEngine {
   knownDatabases(): string[] {
     return [...this.records.keys()].map((id) => DOC_DB_PREFIX + id);
   }
+}
+
+/** y-indexeddb's own update handler (detached from the document in `open`), unless the
+ * persistence was destroyed meanwhile (document dropped or engine stopped): it skips updates
+ * whose origin is the persistence itself and stores nothing before its database is open (the
+ * first load stores the whole state then). */
+function storeUpdate(idb: IndexeddbPersistence, update: Uint8Array, origin: unknown): void {
+  if (!idb._destroyed) idb._storeUpdate(update, origin);
 }
 
 /** Documents pulled at once one by one (a browser opens at most 6 HTTP/1.1 connections per
