@@ -28,7 +28,7 @@ MAX_COUNTER = 99_999
 #: How far ahead of the server's clock a write's timestamp may be (5 minutes).
 DEFAULT_MAX_SKEW_MS = 5 * 60 * 1000
 
-_TS_RE = re.compile(r"^(\d{13})\.(\d{5})$")
+_TS_RE = re.compile(r"\A([0-9]{13})\.([0-9]{5})\Z")  # ASCII digits, no trailing newline: as the TypeScript port
 
 
 class ClockSkewError(ValueError):

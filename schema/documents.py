@@ -69,9 +69,9 @@ ROOTS: dict[str, tuple[str, ...]] = {
 }
 REMOVED = "_removed"
 
-_DEVICE_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_FIELD_RE = re.compile(r"^_?[a-z][a-z0-9_]{0,39}$")
-_UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_DEVICE_RE = re.compile(r"\A[A-Za-z0-9_-]{1,64}\Z")
+_FIELD_RE = re.compile(r"\A_?[a-z][a-z0-9_]{0,39}\Z")
+_UUID_RE = re.compile(r"\A[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
 
 
 def new_id() -> str:

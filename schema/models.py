@@ -117,13 +117,13 @@ class FieldError(ValueError):
 # them). Long text may hold newlines and tabs.
 _CTRL_LINE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 _CTRL_TEXT = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
-_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-_PHONE = re.compile(r"^[0-9 +\-()]*$")
+_UUID = re.compile(r"\A[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
+_PHONE = re.compile(r"\A[0-9 +\-()]*\Z")
 # Extended ISO-8601 calendar date, optionally with a time and an offset: the subset every
 # JavaScript engine parses the same way.
 _ISO = re.compile(
-    r"^\d{4}-\d{2}-\d{2}"
-    r"(?:T\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?(?:Z|[+-]\d{2}:\d{2})?)?$"
+    r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}"
+    r"(?:T[0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,6})?)?(?:Z|[+-][0-9]{2}:[0-9]{2})?)?\Z"
 )
 
 

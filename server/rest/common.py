@@ -46,7 +46,7 @@ M = TypeVar("M", bound=BaseModel)
 #: roles that manage customers, jobs and assignments
 OFFICE = ("owner", "office")
 
-_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_UUID = re.compile(r"\A[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
 
 
 def api(summary: str, *, query: type[BaseModel] | None = None, body: Any = None, response: Any = None,

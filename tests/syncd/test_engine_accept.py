@@ -6,7 +6,7 @@ import os
 import uuid
 
 import pytest
-from pycrdt import Doc
+from pycrdt import Doc, Map
 from sqlalchemy import func, select
 
 from conflict_rules.hlc import format_ts
@@ -243,3 +243,33 @@ async def test_automations_create_tasks_in_the_same_commit(engine, db_engine, of
     assert events[tasks[0]["source_event_id"]]["type"] == "job.status_changed"
     await engine.push(office.principal, doc_id, u)  # a re-sent update creates nothing more
     assert len(await rows(db_engine, t.tasks)) == 1
+
+
+@pytest.mark.parametrize("ts_suffix, device_suffix", [
+    ("\n", ""),                   # a timestamp with a trailing newline
+    ("", "\n"),                   # a device id with a trailing newline
+    ("ascii->arabic-indic", ""),  # a timestamp in non-ASCII digits
+])
+async def test_keys_the_typescript_port_refuses_are_refused(engine, db_engine, office, ts_suffix, device_suffix):
+    """A write key Python's regexes would once accept but the device's port (JavaScript, ASCII
+    \\d, ``$`` at the very end) refuses: accepting it would project a value no device shows."""
+    doc_id = job_doc()
+    await engine.push(office.principal, doc_id, office.set_fields(doc_id, title="Deck", status="lead"))
+    n = await count(db_engine, t.oplog)
+    ts = format_ts(1_700_000_000_000, 7)
+    if ts_suffix == "ascii->arabic-indic":
+        ts = ts.translate(str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩"))
+    else:
+        ts += ts_suffix
+    key = f"title/{ts}/{office.principal.device_id}{device_suffix}"
+    u = office.edit(doc_id, lambda d, s: d.get("fields", type=Map).__setitem__(
+        key, D.entry_value("Hostile", author=s["author"], role=s["role"])))
+    with pytest.raises((SchemaViolation, Forbidden)):
+        await engine.push(office.principal, doc_id, u)
+    assert await count(db_engine, t.oplog) == n
+    assert (await engine.view(doc_id)).record["title"] == "Deck"
+    # the same rule on both sides: conflict_rules' timestamp check and the documents' key parser
+    from conflict_rules.hlc import is_valid_ts
+    assert not is_valid_ts(ts) or device_suffix
+    with pytest.raises(ValueError):
+        D.parse_key("fields", key)
