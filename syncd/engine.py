@@ -390,8 +390,8 @@ class SyncEngine:
         except SyncError:
             await self._rebuild(live, batch_updates.get(sub.doc_id, []))
             raise
-        for w in writes:
-            self.hlc.receive(w.key.ts)
+        if writes:  # canonical timestamps sort as strings: the newest one moves the clock past all
+            self.hlc.receive(max(w.key.ts for w in writes))
         prep.new_bindings.update(bindings)
         return _Accepted(sub, live, writes, bindings)
 

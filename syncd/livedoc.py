@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from pycrdt import Doc, Map, MapEvent
+from pycrdt import Doc, Map
 
 from conflict_rules.candidates import Candidate
 from schema.documents import KIND_JOB, ROOTS, RawCustomerDoc, RawJobDoc, RawRecord, parse_doc_id, parse_entry, parse_key
@@ -25,6 +25,15 @@ from .validation import Change
 __all__ = ["LiveDoc", "EMPTY_UPDATE", "IncompleteApply"]
 
 EMPTY_UPDATE = b"\x00\x00"
+
+
+def _change(root: str, key: str, ch: dict[str, Any]) -> Change:
+    """A raw map event entry as a Change, its key parsed once (None if malformed)."""
+    try:
+        wk = parse_key(root, key)
+    except ValueError:
+        wk = None
+    return Change(root, key, ch["action"], ch.get("newValue"), wk)
 
 
 class IncompleteApply(RuntimeError):
@@ -55,7 +64,15 @@ class LiveDoc:
         self._attach()
 
     def _attach(self) -> None:
-        self._subs = [self.doc.get(r, type=Map).observe(self._make_observer(r)) for r in ROOTS[self.kind]]
+        # pycrdt's own ``Map.observe`` wraps every event in Python objects (the target map, its
+        # path, a read transaction) before the callback runs; that wrapping cost more than the
+        # apply itself. The integrated map's observer hands over the raw event, of which only
+        # ``keys`` is read, inside the transaction. pycrdt's wrapper also collected callback
+        # exceptions and raised them after the transaction; ``_make_observer`` does the same
+        # (``apply_observed`` raises them), so an indexing error can never pass unnoticed.
+        self._observer_errors: list[BaseException] = []
+        self._subs = [self.doc.get(r, type=Map).integrated.observe(self._make_observer(r))
+                      for r in ROOTS[self.kind]]
 
     def adopt(self, fresh: "LiveDoc") -> None:
         """Take over a freshly built copy (after a refusal) while keeping this object."""
@@ -68,18 +85,30 @@ class LiveDoc:
         self._attach()
 
     def _make_observer(self, root: str):
-        def observe(event: MapEvent) -> None:
-            changes = [Change(root, key, ch["action"], ch.get("newValue")) for key, ch in event.keys.items()]
-            self._index(changes)
-            if self._changes is not None:
-                self._changes.extend(changes)
+        errors = self._observer_errors
+
+        def observe(event: Any) -> None:
+            try:
+                changes = [_change(root, key, ch) for key, ch in event.keys.items()]
+                self._index(changes)
+                if self._changes is not None:
+                    self._changes.extend(changes)
+            except BaseException as e:  # raised by apply_observed / _apply once the apply returns
+                errors.append(e)
         return observe
+
+    def _apply(self, update: bytes) -> None:
+        """``doc.apply_update`` that raises what an observer raised (as pycrdt's wrapper did)."""
+        self.doc.apply_update(update)
+        if self._observer_errors:
+            errs = tuple(self._observer_errors)
+            self._observer_errors.clear()
+            raise ExceptionGroup("Observer callback error", errs)
 
     def _index(self, changes: Iterable[Change]) -> None:
         for ch in changes:
-            try:
-                wk = parse_key(ch.root, ch.key)
-            except ValueError:
+            wk = ch.wk
+            if wk is None:
                 continue  # never accepted by the server; a reader skips it like read_raw does
             if ch.root == "fields":
                 group = self._rec.setdefault(wk.field, {})  # type: ignore[arg-type]
@@ -120,7 +149,7 @@ class LiveDoc:
         parts = ([snapshot] if snapshot else []) + updates
         want: dict[int, int] = {}
         for u in parts:
-            live.doc.apply_update(u)
+            live._apply(u)
         if parts:  # a sanity check on the newest entry (each was integrable when accepted)
             from pycrdt import get_state
             want = decode_state_vector(get_state(parts[-1]))
@@ -143,7 +172,7 @@ class LiveDoc:
         """
         self._changes = []
         try:
-            self.doc.apply_update(update)
+            self._apply(update)
             changes = self._changes
         finally:
             self._changes = None

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from conflict_rules.hlc import DEFAULT_MAX_SKEW_MS, parse_ts
+from conflict_rules.hlc import DEFAULT_MAX_SKEW_MS
 from schema.documents import KIND_JOB, REMOVED, ROOTS, WriteKey, make_key, parse_entry, parse_key
 from schema.models import FieldError, validate_field
 
@@ -29,6 +29,8 @@ class Change:
     key: str
     action: str
     new_value: Any = None
+    #: the key parsed (None: not parsed yet, or malformed; validation parses it again)
+    wk: WriteKey | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,10 +63,12 @@ def validate_changes(kind: str, changes: Iterable[Change], principal: Principal,
     for ch in changes:
         if ch.root not in roots:
             raise SchemaViolation(f"a {kind} document has no root {ch.root!r}")
-        try:
-            wk = parse_key(ch.root, ch.key)
-        except ValueError as e:
-            raise SchemaViolation(str(e), [{"field": ch.key, "message": str(e)}]) from None
+        wk = ch.wk
+        if wk is None:
+            try:
+                wk = parse_key(ch.root, ch.key)
+            except ValueError as e:
+                raise SchemaViolation(str(e), [{"field": ch.key, "message": str(e)}]) from None
         if ch.action == "delete":
             deleted.append(wk)
             continue
@@ -78,7 +82,7 @@ def validate_changes(kind: str, changes: Iterable[Change], principal: Principal,
         if author != principal.user_id or role != principal.role:
             raise Forbidden(f"write {ch.key!r} claims author {author!r} with role {role!r}; the "
                             f"authenticated user is {principal.user_id!r} ({principal.role})")
-        wall = parse_ts(wk.ts).wall_ms
+        wall = int(wk.ts[:13])  # parse_key checked the canonical form (13-digit wall time)
         if wall > now_ms + max_skew_ms:
             raise ClockSkew(f"write {ch.key!r} is stamped {wall - now_ms} ms ahead of the server clock "
                             f"(at most {max_skew_ms} ms allowed)", {"server_time_ms": now_ms, "key": ch.key})
