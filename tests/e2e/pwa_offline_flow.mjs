@@ -257,10 +257,10 @@ try {
   await office.getByRole("button", { name: "Close" }).click();
   for (const path of ["/", "/customers"]) {
     await office.getByRole("link", { name: path === "/" ? "Jobs" : "Customers" }).click();
-    await office.waitForTimeout(300);
+    await office.getByTestId(path === "/" ? "board" : "customers").waitFor({ state: "visible" });
     const problems = await a11yProblems(office, 0);
     check(`office ${path}: every control is named`, problems.length === 0, problems.join("; "));
-    await shot(office, `office${path.replace("/", "-") || "-board"}`);
+    await shot(office, path === "/" ? "office-board" : `office${path.replace("/", "-")}`);
   }
 
   // --- office creates a customer and a job, assigns the crew: it appears live on the phone ---
