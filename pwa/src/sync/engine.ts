@@ -198,11 +198,15 @@ export class SyncEngine {
           storeUpdate(idb, update, origin);
           this.enqueue(docId, update);
           if (!this.stopped) this.tabs?.postMessage({ docId, update });
+          // the live provider connected now (if any) sends it; one connecting later syncs the
+          // whole state first
+          entry.ws?._updateHandler(update, origin);
         });
         return;
       }
       this.flushLater();
       storeUpdate(idb, update, origin);
+      entry.ws?._updateHandler(update, origin); // it skips the updates it received itself
       if (origin !== idb) {
         const ts = maxTimestamp(doc);
         if (ts) this.receiveTs(ts);
@@ -281,6 +285,7 @@ export class SyncEngine {
         localStorage.setItem(HLC_KEY, this.hlc.last);
       } catch { /* storage full or unavailable: the clock is also advanced by what it receives */ }
     }
+    let queued = false;
     while (this.later.length > 0) {
       const jobs = this.later.splice(0);
       for (const job of jobs) {
@@ -290,6 +295,11 @@ export class SyncEngine {
           this.setState({ lastError: `could not store a change: ${String(e)}` });
         }
       }
+      queued = true;
+    }
+    if (queued && !this.stopped) {
+      this.schedule(300);
+      requestBackgroundSync();
     }
   }
 
@@ -323,7 +333,8 @@ export class SyncEngine {
 
   // --- outbox ----------------------------------------------------------------------------
 
-  /** Queue a local update for the server (counted in `pending` by the update handler already). */
+  /** Queue a local update for the server (counted in `pending` by the update handler already;
+   * `flushLater` schedules the push). */
   private enqueue(docId: string, update: Uint8Array): void {
     // the write starts now (transactions run in the order they are created), chained only for
     // whoever awaits `outboxWrites`
@@ -331,8 +342,6 @@ export class SyncEngine {
     this.outboxWrites = Promise.all([this.outboxWrites, write])
       .catch((e) => this.setState({ lastError: `could not queue a change: ${String(e)}` }))
       .finally(() => { this.unwritten--; });
-    this.schedule(300);
-    requestBackgroundSync();
   }
 
   /** Pending = the outbox's entries plus the local updates whose write has not completed. */
@@ -601,6 +610,9 @@ export class SyncEngine {
       params: { token: this.session.access_token }, disableBc: true, maxBackoffTime: 10_000,
     });
     p.awareness.setLocalState(null);
+    // its `update` handler is called by the one of `open` (local edits: in the task after the
+    // input handler, in order with the rest)
+    e.doc.off("update", p._updateHandler);
     p.on("status", () => this.countLive());
     p.on("closed", (ev: { code: number; reason: string }) => {
       // The server refused the connection for good. 4401 (no/expired token): HTTP sync carries
