@@ -383,6 +383,26 @@ describe("deferred persistence of local edits", () => {
     expect(valuesAfterEach((await outboxOf()).map((o) => o.update))).toEqual([["local"]]); // only local edits are queued
   });
 
+  it("hands local edits to the live provider after the edit, in order with remote updates", async () => {
+    server.down = true;
+    const e = await start();
+    const entry = e.open(JOB);
+    await entry.ready;
+    const sent: [Uint8Array, unknown][] = [];
+    entry.ws = { _updateHandler: (u: Uint8Array, o: unknown) => void sent.push([u, o]), destroy: () => undefined } as any;
+    e.edit(JOB, (doc, s) => writeField(doc, "title", "A", s));
+    e.edit(JOB, (doc, s) => writeField(doc, "title", "B", s));
+    expect(sent).toHaveLength(0); // not in the edit itself
+    const other = new Y.Doc();
+    writeField(other, "description", "remote", { ts: "1700000000000.00000", device: "d", author: "u", role: "office" });
+    const { TAB_ORIGIN } = await import("../src/sync/engine");
+    Y.applyUpdate(entry.doc, Y.encodeStateAsUpdate(other), TAB_ORIGIN);
+    // the remote update is passed on at once, after the two local edits still queued
+    expect(valuesAfterEach(sent.map(([u]) => u))).toEqual([["A"], ["B"], ["B", "remote"]]);
+    expect(sent.map(([, o]) => o === TAB_ORIGIN)).toEqual([false, false, true]);
+    entry.ws = null;
+  });
+
   it("writes everything queued when the page is hidden or closed", async () => {
     server.down = true;
     const e = await start();
