@@ -103,7 +103,9 @@ class LiveDoc:
         if self._observer_errors:
             errs = tuple(self._observer_errors)
             self._observer_errors.clear()
-            raise ExceptionGroup("Observer callback error", errs)
+            if len(errs) == 1:
+                raise errs[0]
+            raise ExceptionGroup("observer callback errors", errs)
 
     def _index(self, changes: Iterable[Change]) -> None:
         for ch in changes:

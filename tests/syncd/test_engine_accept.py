@@ -273,3 +273,30 @@ async def test_keys_the_typescript_port_refuses_are_refused(engine, db_engine, o
     assert not is_valid_ts(ts) or device_suffix
     with pytest.raises(ValueError):
         D.parse_key("fields", key)
+
+
+async def test_an_error_while_indexing_an_applied_update_refuses_it_and_stores_nothing(
+        engine, db_engine, office, monkeypatch):
+    """The engine observes pycrdt's raw map events; an exception raised while indexing one
+    must surface (pycrdt would otherwise swallow it inside its callback) so the update is
+    refused, the in-memory document rebuilt from the log, and nothing stored."""
+    from syncd.livedoc import LiveDoc
+
+    doc_id = job_doc()
+    await engine.push(office.principal, doc_id, office.set_fields(doc_id, title="Shed", status="lead"))
+    n = await count(db_engine, t.oplog)
+    real_index = LiveDoc._index
+
+    def broken_index(self, changes):
+        changes = list(changes)
+        if any(isinstance(c.new_value, dict) and c.new_value.get("v") == "Shed v2" for c in changes):
+            raise RuntimeError("indexing failed")
+        return real_index(self, changes)
+
+    monkeypatch.setattr(LiveDoc, "_index", broken_index)
+    with pytest.raises(MalformedUpdate, match="indexing failed"):
+        await engine.push(office.principal, doc_id, office.set_fields(doc_id, title="Shed v2"))
+    monkeypatch.setattr(LiveDoc, "_index", real_index)
+    assert await count(db_engine, t.oplog) == n
+    assert (await engine.view(doc_id)).record["title"] == "Shed"
+    assert "Shed v2" not in str(engine._docs[doc_id].to_json())
