@@ -403,6 +403,30 @@ describe("deferred persistence of local edits", () => {
     entry.ws = null;
   });
 
+  it("asks for Background Sync only when the page cannot push itself", async () => {
+    const tags: string[] = [];
+    const reg = { sync: { register: async (tag: string) => void tags.push(tag) } };
+    const sw = Object.assign(new EventTarget(), { ready: Promise.resolve(reg) });
+    vi.stubGlobal("navigator", { onLine: true, userAgent: "vitest", serviceWorker: sw });
+    const e = await start();
+    await e.syncNow();
+    e.edit(JOB, (doc, s) => writeField(doc, "title", "online", s));
+    await e.persisted();
+    await sw.ready;
+    expect(tags).toEqual([]); // online: the page pushes it within 300 ms
+    server.down = true;
+    await e.syncNow(); // the push fails: the service worker is asked to retry
+    await sw.ready;
+    expect(tags).toEqual(["fieldsync-outbox"]);
+    e.edit(JOB, (doc, s) => writeField(doc, "title", "offline", s));
+    await e.persisted();
+    await sw.ready;
+    expect(tags).toHaveLength(2); // offline: every change
+    window.dispatchEvent(new Event("pagehide"));
+    await sw.ready;
+    expect(tags).toHaveLength(3); // closing with changes waiting
+  });
+
   it("writes everything queued when the page is hidden or closed", async () => {
     server.down = true;
     const e = await start();

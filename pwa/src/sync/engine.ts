@@ -299,7 +299,11 @@ export class SyncEngine {
     }
     if (queued && !this.stopped) {
       this.schedule(300);
-      requestBackgroundSync();
+      // Background Sync is for changes the page cannot push itself: registered when offline,
+      // after a failed push and when the page is hidden or closed (onHide). Online, the page
+      // pushes within 300 ms (and the live provider has sent the change already); registering
+      // there made the service worker push every edit a second time at once.
+      if (!this.state.online || !navigator.onLine) requestBackgroundSync();
     }
   }
 
@@ -310,7 +314,9 @@ export class SyncEngine {
   }
 
   private onHide = (): void => {
-    if (typeof document === "undefined" || document.visibilityState !== "visible") this.flushLater();
+    if (typeof document !== "undefined" && document.visibilityState === "visible") return;
+    this.flushLater();
+    if (this.state.pending > 0) requestBackgroundSync(); // pushed by the service worker if the page is gone
   };
 
   private changed(): void {
@@ -535,6 +541,7 @@ export class SyncEngine {
       this.failures++;
       const offline = e instanceof NetworkError;
       this.setState({ online: offline ? false : this.state.online, lastError: e instanceof Error ? e.message : String(e) });
+      if (this.state.pending > 0) requestBackgroundSync(); // the service worker retries even if the page is closed
     } finally {
       this.running = false;
       this.setState({ syncing: false });
