@@ -55,12 +55,24 @@ def _verdict(ok: bool) -> str:
 
 # --- prerequisites ----------------------------------------------------------------------------------
 
+def _stale(dist: Path) -> bool:
+    """A source of the app (src/, index.html, public/, package files, vite configs) is newer
+    than the build (only for the repository's own pwa/dist: SYNCD_PWA_DIST is taken as given)."""
+    if dist != PWA / "dist":
+        return False
+    built = (dist / "index.html").stat().st_mtime
+    sources = [p for d in ("src", "public") for p in (PWA / d).rglob("*") if p.is_file()]
+    sources += [p for p in PWA.glob("*") if p.is_file() and (p.suffix in (".html", ".json", ".ts", ".mjs"))]
+    return any(p.stat().st_mtime > built for p in sources)
+
+
 def _require_dist() -> Path:
-    """pwa/dist, built with ``npm run build`` when missing (needs pwa/node_modules)."""
-    if (DIST / "index.html").is_file():
+    """pwa/dist, built with ``npm run build`` when missing or older than the app's sources
+    (needs pwa/node_modules), so the bench never measures a stale build."""
+    if (DIST / "index.html").is_file() and not _stale(DIST):
         return DIST
     if not (PWA / "node_modules").is_dir() or shutil.which("npm") is None:
-        raise Skip("pwa/dist is missing and cannot be built (cd pwa && npm ci && npm run build)")
+        raise Skip("pwa/dist is missing or stale and cannot be built (cd pwa && npm ci && npm run build)")
     print("  npm run build in pwa ...", file=sys.stderr, flush=True)
     proc = subprocess.run(["npm", "run", "build"], cwd=PWA, capture_output=True, text=True, timeout=900)
     if proc.returncode != 0 or not (DIST / "index.html").is_file():
