@@ -112,7 +112,14 @@ afterEach(async () => {
   vi.unstubAllGlobals();
 });
 
-const settle = () => new Promise((r) => setTimeout(r, 20));
+/** Wait until `check()` holds (polled every few ms; fails after 5 s): a condition, never a fixed delay. */
+async function until(check: () => boolean | Promise<boolean>, what: string): Promise<void> {
+  const end = Date.now() + 5_000;
+  while (!(await check())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 2));
+  }
+}
 
 describe("sync engine", () => {
   it("queues local edits until the server acknowledges them", async () => {
@@ -161,14 +168,49 @@ describe("sync engine", () => {
     expect(e.state).toMatchObject({ online: true, pending: 0 });
   });
 
+  it("stops the live reconnect loops while offline and resumes them after the next sync", async () => {
+    const e = await start();
+    const calls: string[] = [];
+    const fakeProvider = (id: string) => ({
+      shouldConnect: true, wsconnected: true,
+      disconnect() { this.shouldConnect = false; this.wsconnected = false; calls.push(`disconnect ${id}`); },
+      connect() { this.shouldConnect = true; calls.push(`connect ${id}`); },
+      destroy: () => undefined, _updateHandler: () => undefined,
+    });
+    const a = e.open(JOB), b = e.open(JOB2);
+    await Promise.all([a.ready, b.ready]);
+    a.ws = fakeProvider("a") as any;
+    b.ws = fakeProvider("b") as any;
+    // the browser says the network is gone
+    window.dispatchEvent(new Event("offline"));
+    expect(calls.sort()).toEqual(["disconnect a", "disconnect b"]);
+    expect(e.state).toMatchObject({ online: false, live: 0 });
+    // a failed HTTP round does not restart them
+    server.down = true;
+    await e.syncNow();
+    expect(calls).toHaveLength(2);
+    // the next successful round resumes them (live sync offered by the server)
+    server.down = false;
+    (e as any).opts.websocket = true;
+    (e as any).state.wsAvailable = true;
+    await e.syncNow();
+    expect(calls.slice(2).sort()).toEqual(["connect a", "connect b"]);
+    // a network error found by a sync round pauses them too
+    calls.length = 0;
+    server.down = true;
+    await e.syncNow();
+    expect(calls.sort()).toEqual(["disconnect a", "disconnect b"]);
+    a.ws = null;
+    b.ws = null;
+  });
+
   it("drops a document's changes the server refuses for good and tells the user", async () => {
     const e = await start();
     e.edit(JOB, (doc, s) => writeField(doc, "title", "ok", s));
     e.edit(JOB2, (doc, s) => writeField(doc, "title", "bad", s));
     server.refuse = (u) => (u.doc_id === JOB2 ? { doc_id: JOB2, status: 422, error: { code: "SCHEMA_VIOLATION", message: "nope", details: [] } } : null);
     await e.syncNow();
-    await settle();
-    expect(e.state.pending).toBe(0);
+    await until(() => e.state.pending === 0 && e.state.notices.length > 0, "the refused change undone");
     expect(e.state.notices.join(" ")).toMatch(/SCHEMA_VIOLATION/);
     expect(e.docIds()).toEqual([JOB]);
     expect(e.view(JOB)!.record["title"]).toBe("ok");
@@ -241,7 +283,7 @@ describe("sync engine", () => {
     server.down = true;
     e.edit(JOB, (doc, s) => writeField(doc, "title", "kept", s));
     await e.syncNow();
-    await settle();
+    await e.persisted();
     await e.stop();
     engines = engines.filter((x) => x !== e);
     const again = await start();
@@ -258,8 +300,7 @@ describe("sync engine", () => {
     const a = await start();
     const b = await start();
     a.edit(JOB, (doc, s) => writeField(doc, "title", "from tab A", s));
-    await new Promise((r) => setTimeout(r, 100));
-    expect(b.view(JOB)?.record["title"]).toBe("from tab A");
+    await until(() => b.view(JOB)?.record["title"] === "from tab A", "the other tab to show the edit");
   });
 
   it("a device whose clock is a day fast stamps server time after a sync", async () => {
@@ -360,11 +401,13 @@ describe("deferred persistence of local edits", () => {
       ch.port1.onmessage = () => { ch.port1.close(); resolve(); };
       ch.port2.postMessage(null);
     });
-    expect((await storedUpdates(e, JOB)).length).toBe(before + 1);
     expect(valuesAfterEach((await outboxOf()).map((o) => o.update))).toEqual([["A"]]);
+    // the doc store's write follows the outbox's (without flushing anything more)
+    await (e as any).outboxWrites;
+    expect((await storedUpdates(e, JOB)).length).toBe(before + 1);
   });
 
-  it("stores a queued local edit before a remote update that follows it", async () => {
+  it("queues a local edit before a remote update that follows it is stored; the doc store gets both", async () => {
     server.down = true;
     const e = await start();
     await e.open(JOB).ready;
@@ -375,12 +418,15 @@ describe("deferred persistence of local edits", () => {
     const remote = Y.encodeStateAsUpdate(other);
     const { HTTP_ORIGIN } = await import("../src/sync/engine");
     Y.applyUpdate(e.open(JOB).doc, remote, HTTP_ORIGIN);
+    // the local edit's outbox write was issued before the remote update was handled
+    expect(valuesAfterEach((await outboxOf()).map((o) => o.update))).toEqual([["local"]]); // only local edits are queued
+    await (e as any).outboxWrites;
     const stored = (await storedUpdates(e, JOB)).slice(before);
     expect(stored).toHaveLength(2);
-    expect(stored[1]).toEqual(remote);
-    expect(valuesAfterEach(stored)).toEqual([["local"], ["local", "remote"]]);
-    await e.persisted();
-    expect(valuesAfterEach((await outboxOf()).map((o) => o.update))).toEqual([["local"]]); // only local edits are queued
+    expect(stored).toContainEqual(remote);
+    const merged = new Y.Doc();
+    for (const u of stored) Y.applyUpdate(merged, u);
+    expect([...rootMap(merged, "fields").values()].map((v: any) => v.v).sort()).toEqual(["local", "remote"]);
   });
 
   it("hands local edits to the live provider after the edit, in order with remote updates", async () => {
@@ -436,10 +482,34 @@ describe("deferred persistence of local edits", () => {
       e.edit(JOB, (doc, s) => writeField(doc, "title", "B", s));
       window.dispatchEvent(new Event("pagehide"));
     });
-    expect(done.transactions).toBeGreaterThanOrEqual(4); // two doc-store writes + two outbox writes
+    expect(done.transactions).toBeGreaterThanOrEqual(2); // the two outbox writes, in the handler
     expect(done.posts).toBe(2);
     await e.persisted();
     expect(valuesAfterEach((await outboxOf()).map((o) => o.update))).toEqual([["A"], ["B"]]);
+    expect(valuesAfterEach((await storedUpdates(e, JOB)).slice(-2))).toEqual([["A"], ["B"]]);
+  });
+
+  it("re-applies at start an edit that reached the outbox but not the doc store (killed in between)", async () => {
+    server.down = true;
+    const e = await start();
+    await e.open(JOB).ready;
+    e.edit(JOB, (doc, s) => writeField(doc, "title", "kept", s));
+    await e.persisted();
+    await e.stop();
+    engines = engines.filter((x) => x !== e);
+    // the document's store lost the edit; the outbox has it
+    await new Promise<void>((resolve, reject) => {
+      const r = indexedDB.deleteDatabase(`fieldsync-doc:${JOB}`);
+      r.onsuccess = () => resolve();
+      r.onerror = () => reject(r.error);
+    });
+    const again = await start();
+    expect(again.state.pending).toBe(1);
+    expect(again.view(JOB)!.record["title"]).toBe("kept");
+    // and the doc store has it again
+    expect(valuesAfterEach(await storedUpdates(again, JOB)).at(-1)).toEqual(["kept"]);
+    // nothing was queued twice
+    expect((await outboxOf()).length).toBe(1);
   });
 
   it("loses nothing queued when stopped right after the edits, and restarts with them", async () => {

@@ -31,6 +31,8 @@ export const LOCAL_ORIGIN = Symbol("fieldsync-local");
 export const HTTP_ORIGIN = Symbol("fieldsync-http");
 /** Transaction origin of edits made in another tab of this browser (same device). */
 export const TAB_ORIGIN = Symbol("fieldsync-tab");
+/** Origin of the outbox's updates applied again at start (only those the doc store lacked change anything). */
+export const OUTBOX_ORIGIN = Symbol("fieldsync-outbox");
 
 export interface SyncState {
   /** the last request to the server succeeded */
@@ -137,6 +139,7 @@ export class SyncEngine {
     if (typeof offset === "number") engine.hlc.offsetMs = offset;
     for (const r of await meta.docs()) engine.records.set(r.doc_id, r);
     await Promise.all([...engine.records.keys()].map((id) => engine.open(id).ready));
+    await engine.replayOutbox();
     engine.setState({ pending: await engine.countPending(), lastSync: (await meta.get<number>("last_sync")) ?? null });
     if (engine.tabs) {
       engine.tabs.onmessage = (ev: MessageEvent<{ docId: string; update: Uint8Array }>) => {
@@ -195,8 +198,10 @@ export class SyncEngine {
         this.setState({ pending: this.state.pending + 1 });
         this.unwritten++;
         this.runLater(() => {
-          storeUpdate(idb, update, origin);
-          this.enqueue(docId, update);
+          // the outbox first, the doc store once that write is done: the two databases do not
+          // commit together, and an edit only in the outbox is re-applied at the next start
+          // (`start`), while one only in the doc store would never reach the server
+          this.enqueue(docId, update, () => storeUpdate(idb, update, origin));
           if (!this.stopped) this.tabs?.postMessage({ docId, update });
           // the live provider connected now (if any) sends it; one connecting later syncs the
           // whole state first
@@ -341,13 +346,28 @@ export class SyncEngine {
 
   /** Queue a local update for the server (counted in `pending` by the update handler already;
    * `flushLater` schedules the push). */
-  private enqueue(docId: string, update: Uint8Array): void {
-    // the write starts now (transactions run in the order they are created), chained only for
-    // whoever awaits `outboxWrites`
-    const write = this.meta.addOutbox({ doc_id: docId, update, created: Date.now() });
+  private enqueue(docId: string, update: Uint8Array, then: () => void): void {
+    // the write starts now (transactions run in the order they are created, so the `then`s run
+    // in edit order), chained for whoever awaits `outboxWrites` (push, stop)
+    const write = this.meta.addOutbox({ doc_id: docId, update, created: Date.now() }).finally(then);
     this.outboxWrites = Promise.all([this.outboxWrites, write])
       .catch((e) => this.setState({ lastError: `could not queue a change: ${String(e)}` }))
       .finally(() => { this.unwritten--; });
+  }
+
+  /** Apply the outbox's updates to their documents again (idempotent: Yjs ignores what a
+   * document has). An edit whose outbox write committed but whose doc-store write did not (the
+   * tab was killed in between) shows again, and is stored in the doc store now. */
+  private async replayOutbox(): Promise<void> {
+    for (const entry of await this.meta.outbox(100_000)) {
+      try {
+        const e = this.open(entry.doc_id);
+        await e.ready;
+        Y.applyUpdate(e.doc, entry.update, OUTBOX_ORIGIN);
+      } catch (err) {
+        this.setState({ lastError: `a queued change could not be re-applied: ${String(err)}` });
+      }
+    }
   }
 
   /** Pending = the outbox's entries plus the local updates whose write has not completed. */
@@ -541,6 +561,7 @@ export class SyncEngine {
       this.failures++;
       const offline = e instanceof NetworkError;
       this.setState({ online: offline ? false : this.state.online, lastError: e instanceof Error ? e.message : String(e) });
+      if (offline) this.pauseLive();
       if (this.state.pending > 0) requestBackgroundSync(); // the service worker retries even if the page is closed
     } finally {
       this.running = false;
@@ -574,7 +595,17 @@ export class SyncEngine {
 
   private onOffline = (): void => {
     this.setState({ online: false });
+    this.pauseLive();
   };
+
+  /** No network: stop the live providers' reconnect loops (each attempt builds a WebSocket on
+   * the main thread: with 100 documents, ten a second at y-websocket's 10 s backoff, competing
+   * with the crew's taps and draining the battery in a basement). HTTP sync keeps probing with
+   * its own backoff; its next success reconnects them (`connectWs`). */
+  private pauseLive(): void {
+    for (const e of this.entries.values()) if (e.ws?.shouldConnect) e.ws.disconnect();
+    this.countLive();
+  }
 
   // --- WebSocket (live) --------------------------------------------------------------------
 
@@ -612,7 +643,12 @@ export class SyncEngine {
   }
 
   private connectWs(e: DocEntry): void {
-    if (e.ws !== null || this.wsCtor === null || this.stopped || this.wsRefused.has(e.id)) return;
+    if (this.stopped || this.wsRefused.has(e.id)) return;
+    if (e.ws !== null) { // paused while offline (pauseLive): resume
+      if (!e.ws.shouldConnect) e.ws.connect();
+      return;
+    }
+    if (this.wsCtor === null) return;
     const p = new this.wsCtor(this.wsBase(), e.id, e.doc, {
       params: { token: this.session.access_token }, disableBc: true, maxBackoffTime: 10_000,
     });
