@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 
 import jwt
@@ -287,21 +288,63 @@ async def test_a_refresh_overtaken_by_a_revocation_is_dropped(harness):
     sessions.cache.clock = clock
     s = await harness.user_session("office")
     assert await _me(harness, s) == (200, None)
-    real, gate, read = sessions._read_state, asyncio.Event(), asyncio.Event()
+    real, gate, read = sessions._read_states, asyncio.Event(), asyncio.Event()
 
-    async def gated(user_id: str, family_id: str):
-        state = await real(user_id, family_id)  # reads the session before the logout ...
+    async def gated(pairs):
+        states = await real(pairs)  # reads the session before the logout ...
         read.set()
         await gate.wait()
-        return state
+        return states
 
-    sessions._read_state = gated
+    sessions._read_states = gated
     clock.now += sessions.cache.ttl_s * 0.9
     assert await _me(harness, s) == (200, None)  # starts a background re-read
     await read.wait()
-    sessions._read_state = real
+    sessions._read_states = real
     r = await harness.client.post("/api/auth/logout", json={"refresh_token": s.refresh_token})
     assert r.status_code == 200
     gate.set()  # ... and finishes after it: what it read (not revoked) must not be kept
     await asyncio.gather(*sessions._refreshing)
     assert await _me(harness, s) == (401, "SESSION_REVOKED")
+
+
+async def test_background_rereads_of_many_sessions_share_one_read(harness):
+    """Sessions whose entries enter the refresh window together are re-read in one batch, and
+    each gets its own answer (a revoked family stays revoked, a renamed user is renamed)."""
+    sessions = _sessions(harness)
+    clock = FakeClock(1000.0)
+    sessions.cache.clock = clock
+    users = [await harness.add_user("office") for _ in range(3)]
+    ss = [await harness.login(u["email"]) for u in users]
+    for s in ss:
+        assert await _me(harness, s) == (200, None)
+    async with harness.db.begin() as conn:
+        await conn.execute(t.users.update().where(t.users.c.id == users[0]["id"]).values(name="Renamed"))
+    calls: list[list[tuple[str, str]]] = []
+    real = sessions._read_states
+
+    async def counted(pairs):
+        calls.append(list(pairs))
+        return await real(pairs)
+
+    sessions._read_states = counted
+    clock.now += sessions.cache.ttl_s * 0.9
+    for s in ss:  # all three in the refresh window: answered from the cache, re-read together
+        assert await _me(harness, s) == (200, None)
+    await asyncio.gather(*sessions._refreshing)
+    assert len(calls) == 1 and len(calls[0]) == 3
+    r = await harness.client.get("/api/auth/me", headers=ss[0].headers)
+    assert r.json()["data"]["user"]["name"] == "Renamed"
+    # a revocation made elsewhere (straight in the database, as another process would) is
+    # seen by the next batch
+    async with harness.db.begin() as conn:
+        await conn.execute(t.refresh_tokens.update().where(t.refresh_tokens.c.user_id == users[1]["id"])
+                           .values(revoked_at=datetime.now(timezone.utc)))
+    clock.now += sessions.cache.ttl_s * 0.9
+    for s in ss:
+        await _me(harness, s)
+    await asyncio.gather(*sessions._refreshing)
+    assert len(calls) == 2
+    clock.now += sessions.cache.ttl_s * 0.2  # within the re-read entries' TTL
+    assert await _me(harness, ss[1]) == (401, "SESSION_REVOKED")
+    assert await _me(harness, ss[2]) == (200, None)
