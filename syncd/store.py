@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from typing import Any, Iterable, Sequence
 
 import orjson
-from sqlalchemy import and_, delete, func, select, tuple_
+from sqlalchemy import and_, bindparam, delete, func, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -48,6 +48,27 @@ class Store:
         self.last_event_ids: list[int] = []
         self._upserts: dict[tuple[str, tuple[str, ...]], Any] = {}  # ids of the events the last write_deltas inserted
         self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        # Statements of the hot path, built once: building an upsert (its ``excluded`` alias)
+        # or an IN-list select costs more than executing it on a one-update batch; expanding
+        # bind parameters keep one cached compilation for any list length.
+        ids = bindparam("ids", expanding=True)
+        self._heads_of = select(t.doc_heads.c.doc_id, t.doc_heads.c.last_seq).where(t.doc_heads.c.doc_id.in_(ids))
+        self._snapshots = select(t.doc_snapshots.c.doc_id, t.doc_snapshots.c.state,
+                                 t.doc_snapshots.c.upto_seq).where(t.doc_snapshots.c.doc_id.in_(ids))
+        self._entries_many = (select(t.oplog).where(t.oplog.c.doc_id.in_(ids))
+                              .order_by(t.oplog.c.doc_id, t.oplog.c.seq))
+        self._bindings_of = select(t.client_bindings.c.client_id, t.client_bindings.c.device_id).where(
+            t.client_bindings.c.client_id.in_(ids))
+        heads = self._insert(t.doc_heads)
+        self._upsert_heads = heads.on_conflict_do_update(
+            index_elements=[t.doc_heads.c.doc_id],
+            set_={"last_seq": heads.excluded.last_seq, "projected_seq": heads.excluded.projected_seq,
+                  "updated_at": heads.excluded.updated_at})
+        acks = self._insert(t.device_doc_acks)
+        self._upsert_acks = acks.on_conflict_do_update(
+            index_elements=[t.device_doc_acks.c.device_id, t.device_doc_acks.c.doc_id],
+            set_={"acked_seq": acks.excluded.acked_seq, "updated_at": acks.excluded.updated_at})
+        self._oplog_insert = t.oplog.insert()
 
     # --- log -------------------------------------------------------------------------
     async def append(self, conn: AsyncConnection, rows: list[dict[str, Any]]) -> list[int]:
@@ -59,7 +80,7 @@ class Store:
         """
         seqs = await self._reserve(conn, "oplog", "seq", len(rows))
         now = _now()
-        await conn.execute(t.oplog.insert(), [{**r, "seq": s, "received_at": now} for r, s in zip(rows, seqs)])
+        await conn.execute(self._oplog_insert, [{**r, "seq": s, "received_at": now} for r, s in zip(rows, seqs)])
         return seqs
 
     async def _reserve(self, conn: AsyncConnection, table: str, column: str, n: int) -> list[int]:
@@ -109,8 +130,7 @@ class Store:
         out: dict[str, list[LogEntry]] = {}
         if not doc_ids:
             return out
-        res = await conn.execute(select(t.oplog).where(t.oplog.c.doc_id.in_(list(doc_ids)))
-                                 .order_by(t.oplog.c.doc_id, t.oplog.c.seq))
+        res = await conn.execute(self._entries_many, {"ids": list(doc_ids)})
         for r in res.all():
             if r.seq > after.get(r.doc_id, 0):
                 out.setdefault(r.doc_id, []).append(
@@ -120,17 +140,14 @@ class Store:
     async def snapshots(self, conn: AsyncConnection, doc_ids: Sequence[str]) -> dict[str, tuple[bytes, int]]:
         if not doc_ids:
             return {}
-        res = await conn.execute(select(t.doc_snapshots.c.doc_id, t.doc_snapshots.c.state,
-                                        t.doc_snapshots.c.upto_seq).where(
-            t.doc_snapshots.c.doc_id.in_(list(doc_ids))))
+        res = await conn.execute(self._snapshots, {"ids": list(doc_ids)})
         return {d: (bytes(st), up) for d, st, up in res.all()}
 
     async def heads_of(self, conn: AsyncConnection, doc_ids: Sequence[str]) -> dict[str, int]:
         """doc_id -> last_seq of these documents (absent: no such document)."""
         if not doc_ids:
             return {}
-        res = await conn.execute(select(t.doc_heads.c.doc_id, t.doc_heads.c.last_seq).where(
-            t.doc_heads.c.doc_id.in_(list(doc_ids))))
+        res = await conn.execute(self._heads_of, {"ids": list(doc_ids)})
         return {d: last for d, last in res.all()}
 
     async def snapshot(self, conn: AsyncConnection, doc_id: str) -> tuple[bytes, int] | None:
@@ -165,12 +182,7 @@ class Store:
         if not rows:
             return
         now = _now()
-        ins = self._insert(t.doc_heads)
-        stmt = ins.on_conflict_do_update(
-            index_elements=[t.doc_heads.c.doc_id],
-            set_={"last_seq": ins.excluded.last_seq, "projected_seq": ins.excluded.projected_seq,
-                  "updated_at": ins.excluded.updated_at})
-        await conn.execute(stmt, [{**r, "updated_at": now} for r in rows])
+        await conn.execute(self._upsert_heads, [{**r, "updated_at": now} for r in rows])
 
     # --- devices and client ids --------------------------------------------------------
     async def user_exists(self, conn: AsyncConnection, user_id: str) -> bool:
@@ -193,8 +205,7 @@ class Store:
     async def client_bindings(self, conn: AsyncConnection, client_ids: Sequence[int]) -> dict[int, str]:
         if not client_ids:
             return {}
-        res = await conn.execute(select(t.client_bindings.c.client_id, t.client_bindings.c.device_id).where(
-            t.client_bindings.c.client_id.in_(list(client_ids))))
+        res = await conn.execute(self._bindings_of, {"ids": list(client_ids)})
         return {c: d for c, d in res.all()}
 
     async def bind_clients(self, conn: AsyncConnection, bindings: dict[int, str]) -> None:
@@ -204,22 +215,16 @@ class Store:
                                [{"client_id": c, "device_id": d, "created_at": now} for c, d in bindings.items()])
 
     async def record_ack(self, conn: AsyncConnection, device_id: str, doc_id: str, seq: int) -> None:
-        ins = self._insert(t.device_doc_acks).values(device_id=device_id, doc_id=doc_id, acked_seq=seq,
-                                                     updated_at=_now())
-        await conn.execute(ins.on_conflict_do_update(
-            index_elements=[t.device_doc_acks.c.device_id, t.device_doc_acks.c.doc_id],
-            set_={"acked_seq": ins.excluded.acked_seq, "updated_at": ins.excluded.updated_at}))
+        await conn.execute(self._upsert_acks, [{"device_id": device_id, "doc_id": doc_id, "acked_seq": seq,
+                                                "updated_at": _now()}])
 
     async def record_acks(self, conn: AsyncConnection, device_id: str, acks: list[tuple[str, int]]) -> None:
         """Several documents' acknowledgements of one device (one executemany)."""
         if not acks:
             return
         now = _now()
-        ins = self._insert(t.device_doc_acks)
-        await conn.execute(ins.on_conflict_do_update(
-            index_elements=[t.device_doc_acks.c.device_id, t.device_doc_acks.c.doc_id],
-            set_={"acked_seq": ins.excluded.acked_seq, "updated_at": ins.excluded.updated_at}),
-            [{"device_id": device_id, "doc_id": d, "acked_seq": s, "updated_at": now} for d, s in acks])
+        await conn.execute(self._upsert_acks,
+                           [{"device_id": device_id, "doc_id": d, "acked_seq": s, "updated_at": now} for d, s in acks])
 
     async def min_ack(self, conn: AsyncConnection, doc_id: str) -> int | None:
         r = (await conn.execute(select(func.min(t.device_doc_acks.c.acked_seq)).where(
