@@ -268,3 +268,52 @@ async def reconnect_pg(ctx: Context):
         rows.append(row("engine rows/s / raw rows/s", eng_rate / raw_rate, "ratio",
                         f"target >= {PG_TARGET_RATIO}: {'MET' if eng_rate / raw_rate >= PG_TARGET_RATIO else 'NOT met'}"))
     return rows
+
+
+async def _single(ctx: Context, backend: str) -> list[dict]:
+    """One device pushing one update at a time (each waits for its ack): every batch holds one
+    update, so this is the engine's fixed cost per commit, what a lightly loaded server pays
+    per HTTP push."""
+    import threading
+
+    from schema import documents as D
+    from syncd.engine import EngineConfig, SyncEngine
+
+    rng = random.Random(ctx.seed)
+    n = ctx.size(1000, 100)
+    async with scratch_db(ctx, backend) as b:
+        (uid,) = await add_users(b.db, 1, "office", rng)
+        dev = Device.make(uid, "office", 0, rng)
+        docs = [D.doc_id_for("job", uuid_from(rng)) for _ in range(20)]
+        async with SyncEngine(b.db, EngineConfig()) as eng:
+            for doc_id in docs:
+                await eng.push(dev.principal, doc_id, dev.edit(doc_id, lambda d, s: D.write_fields(
+                    d, {"title": "New job", "status": "lead"}, **s)))
+            edits = [(docs[i % len(docs)], dev.edit(docs[i % len(docs)], lambda d, s, i=i: D.write_field(
+                d, "title", f"Job rev {i}", **s))) for i in range(n)]
+            assert threading.current_thread() is threading.main_thread()
+            lat = []
+            c0, m0, t0 = time.process_time(), time.thread_time(), time.perf_counter()
+            for doc_id, u in edits:
+                t = time.perf_counter()
+                await eng.push(dev.principal, doc_id, u)
+                lat.append(time.perf_counter() - t)
+            wall, cpu, main = time.perf_counter() - t0, time.process_time() - c0, time.thread_time() - m0
+    return [
+        row("CPU per push", cpu / n * 1e6, "us", f"{n:,} sequential single-field pushes over 20 jobs, one update "
+            f"per commit; process CPU (event loop + {'aiosqlite thread' if backend == 'sqlite' else 'psycopg'})"),
+        row("  of which the event loop's thread", main / n * 1e6, "us", "time.thread_time() of the main thread"),
+        row("push latency p50", median(lat) * 1e3, "ms", f"p99 {percentile(lat, 99) * 1e3:.2f} ms; {n / wall:,.0f} pushes/s"),
+    ]
+
+
+@measurement("engine.single_push_sqlite", group="engine")
+async def single_push_sqlite(ctx: Context):
+    """The engine's fixed cost per commit on SQLite: one device, one update per batch."""
+    return await _single(ctx, "sqlite")
+
+
+@measurement("engine.single_push_pg", group="engine")
+async def single_push_pg(ctx: Context):
+    """The engine's fixed cost per commit on PostgreSQL: one device, one update per batch."""
+    return await _single(ctx, "postgresql")
