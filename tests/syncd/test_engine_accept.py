@@ -300,3 +300,37 @@ async def test_an_error_while_indexing_an_applied_update_refuses_it_and_stores_n
     assert await count(db_engine, t.oplog) == n
     assert (await engine.view(doc_id)).record["title"] == "Shed"
     assert "Shed v2" not in str(engine._docs[doc_id].to_json())
+
+
+async def test_a_dropped_database_connection_costs_at_most_one_retry(engine, db_engine, office):
+    """The batcher keeps its connection between batches. When the database drops it (a
+    PostgreSQL restart, a killed backend), the next batch may fail with UNAVAILABLE (nothing
+    stored, the pusher retries, as after any storage error); the batch after it runs on a
+    fresh connection. Nothing is lost or stored twice."""
+    from sqlalchemy import text
+    from syncd.errors import Unavailable
+
+    doc_id = job_doc()
+    await engine.push(office.principal, doc_id, office.set_fields(doc_id, title="Before", status="lead"))
+    writer = engine._writer
+    assert writer is not None and not writer.closed
+    if db_engine.dialect.name == "postgresql":
+        async with writer.begin():
+            pid = (await writer.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+        async with db_engine.connect() as conn:
+            assert (await conn.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})).scalar_one()
+    else:
+        raw = await writer.get_raw_connection()
+        await raw.driver_connection.close()  # the database handle under the pool's feet
+    u = office.set_fields(doc_id, title="After")
+    try:
+        ack = await engine.push(office.principal, doc_id, u)
+    except Unavailable:
+        ack = await engine.push(office.principal, doc_id, u)  # what every client does
+    assert not ack.duplicate
+    assert engine._writer is not writer  # a fresh connection
+    assert (await engine.view(doc_id)).record["title"] == "After"
+    assert await count(db_engine, t.oplog) == 2
+    # and it keeps working
+    await engine.push(office.principal, doc_id, office.set_fields(doc_id, title="Later"))
+    assert (await engine.view(doc_id)).record["title"] == "Later"
