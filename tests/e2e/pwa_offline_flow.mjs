@@ -188,7 +188,8 @@ try {
   const crewPending = await pending(crew);
   check("offline crew edits wait in the outbox", crewPending >= 4, `pending=${crewPending}`);
   const badge = await crew.getByTestId("sync-badge").textContent();
-  check("badge shows offline and changes waiting", /Offline/.test(badge) && /changes? waiting/.test(badge), badge);
+  check("badge shows offline, changes waiting and the last sync time",
+    /Offline/.test(badge) && /changes? waiting/.test(badge) && /synced \d{1,2}[:.]\d{2}/.test(badge), badge);
   await shot(crew, "crew-offline-edits");
 
   // --- office edits the same job (online) --------------------------------------------------------

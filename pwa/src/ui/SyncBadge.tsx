@@ -1,5 +1,5 @@
 import { useApp } from "../store";
-import { fmtTime } from "./hooks";
+import { fmtShortTime, fmtTime } from "./hooks";
 
 /** Online/offline, changes waiting, last sync: always visible. */
 export function SyncBadge({ compact = false }: { compact?: boolean }) {
@@ -14,7 +14,12 @@ export function SyncBadge({ compact = false }: { compact?: boolean }) {
       <span className="dot" aria-hidden="true" />
       <span className="sync-state">{online ? (sync.live > 0 ? "Live" : "Online") : "Offline"}</span>
       <span className="sync-pending" data-testid="pending">{waiting}</span>
-      {!compact && <span className="sync-last">Last sync {fmtTime(sync.lastSync)}</span>}
+      {compact ? (
+        // the phone's top bar: the last sync as a short time (the Sync tab has the details)
+        <span className="sync-when" data-testid="last-sync" title={`Last sync ${fmtTime(sync.lastSync)}`}>
+          synced {fmtShortTime(sync.lastSync)}
+        </span>
+      ) : <span className="sync-last" data-testid="last-sync">Last sync {fmtTime(sync.lastSync)}</span>}
       {!compact && <button type="button" className="btn-small" onClick={() => void engine?.syncNow()} disabled={sync.syncing}
               aria-label="Sync now">{sync.syncing ? "Syncing…" : "Sync"}</button>}
     </div>

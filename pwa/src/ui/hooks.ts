@@ -109,6 +109,12 @@ export function today(): string {
   return localDate(new Date().toISOString())!;
 }
 
+/** Hours and minutes of a sync time ("never" before the first one). */
+export function fmtShortTime(ms: number | null): string {
+  if (!ms) return "never";
+  return new Date(ms).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+}
+
 export function fmtTime(ms: number | null): string {
   if (!ms) return "never";
   return new Date(ms).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
