@@ -283,7 +283,7 @@ class SyncEngine:
                     written = await self._write(conn, prep)
         except BaseException as e:
             self._batch_conn = None
-            await self._drop_writer()
+            broken, self._writer = self._writer, None  # the next batch takes a fresh connection
             self.store.forget_ids()
             self._seen.clear()
             if _is_fatal(e) and not isinstance(e, asyncio.CancelledError):
@@ -291,6 +291,7 @@ class SyncEngine:
             log.error("batch transaction failed: %s: %s", type(e).__name__, e)
             self._abort_batch(batch, Unavailable(
                 f"storage failed ({type(e).__name__}); nothing was stored, retry"))
+            await self._close_quietly(broken)  # after the pushers were answered
             if isinstance(e, asyncio.CancelledError):
                 raise
             return
@@ -302,6 +303,10 @@ class SyncEngine:
 
     async def _drop_writer(self) -> None:
         conn, self._writer = self._writer, None
+        await self._close_quietly(conn)
+
+    @staticmethod
+    async def _close_quietly(conn: Any) -> None:
         if conn is not None:
             try:
                 await asyncio.shield(conn.close())
