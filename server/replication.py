@@ -233,6 +233,16 @@ async def may_write_doc(db: DbLike, principal: Principal, doc_id: str) -> bool:
             a.c.job_id == parsed[1], a.c.user_id == principal.user_id)))).scalar())
 
 
+def _record_ids(doc_ids: set[str], kind: str) -> dict[str, str]:
+    """record id -> doc id of the ``doc_ids`` of this kind (ids that do not parse are left out)."""
+    out: dict[str, str] = {}
+    for d in doc_ids:
+        parsed = _parse(d)
+        if parsed is not None and parsed[0] == kind:
+            out[parsed[1]] = d
+    return out
+
+
 async def writable_doc_ids(db: DbLike, principal: Principal, doc_ids: Iterable[str]) -> set[str]:
     """The ``doc_ids`` :func:`may_write_doc` allows, in one query (a batch push)."""
     ids = set(doc_ids)
@@ -240,11 +250,7 @@ async def writable_doc_ids(db: DbLike, principal: Principal, doc_ids: Iterable[s
         return ids
     if principal.role != CREW:
         return set()
-    jobs: dict[str, str] = {}  # record id -> doc id
-    for d in ids:
-        parsed = _parse(d)
-        if parsed is not None and parsed[0] == KIND_JOB:
-            jobs[parsed[1]] = d
+    jobs = _record_ids(ids, KIND_JOB)
     if not jobs:
         return set()
     a = t.job_assignments
@@ -265,16 +271,7 @@ async def readable_of(db: DbLike, principal: Principal, doc_ids: Iterable[str]) 
         return ids
     if principal.role != CREW:
         return set()
-    jobs: dict[str, str] = {}  # record id -> doc id
-    customers: dict[str, str] = {}
-    for d in ids:
-        parsed = _parse(d)
-        if parsed is None:
-            continue
-        if parsed[0] == KIND_JOB:
-            jobs[parsed[1]] = d
-        elif parsed[0] == KIND_CUSTOMER:
-            customers[parsed[1]] = d
+    jobs, customers = _record_ids(ids, KIND_JOB), _record_ids(ids, KIND_CUSTOMER)
     if not jobs and not customers:
         return set()
     a, j = t.job_assignments, t.jobs

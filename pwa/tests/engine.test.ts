@@ -121,6 +121,14 @@ async function until(check: () => boolean | Promise<boolean>, what: string): Pro
   }
 }
 
+/** Two jobs the office wrote on the server ("one", "two"), that the device does not have yet. */
+function seedTwoJobs(): void {
+  for (const [id, title] of [[JOB, "one"], [JOB2, "two"]] as const) {
+    writeField(server.doc(id).doc, "title", title, { ts: "1700000000000.00000", device: "d", author: "u", role: "office" });
+    server.doc(id).seq = 2;
+  }
+}
+
 describe("sync engine", () => {
   it("queues local edits until the server acknowledges them", async () => {
     const e = await start();
@@ -231,10 +239,7 @@ describe("sync engine", () => {
   });
 
   it("pulls every document it lacks in one batch request when the server offers it", async () => {
-    for (const [id, title] of [[JOB, "one"], [JOB2, "two"]] as const) {
-      writeField(server.doc(id).doc, "title", title, { ts: "1700000000000.00000", device: "d", author: "u", role: "office" });
-      server.doc(id).seq = 2;
-    }
+    seedTwoJobs();
     const calls = vi.fn(server.fetch);
     vi.stubGlobal("fetch", calls);
     const e = await start();
@@ -247,10 +252,7 @@ describe("sync engine", () => {
 
   it("pulls one document per request from a server without the batch form", async () => {
     server.batch = false;
-    for (const [id, title] of [[JOB, "one"], [JOB2, "two"]] as const) {
-      writeField(server.doc(id).doc, "title", title, { ts: "1700000000000.00000", device: "d", author: "u", role: "office" });
-      server.doc(id).seq = 2;
-    }
+    seedTwoJobs();
     const calls = vi.fn(server.fetch);
     vi.stubGlobal("fetch", calls);
     const e = await start();

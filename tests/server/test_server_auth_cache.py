@@ -41,6 +41,13 @@ def _sessions(harness):
     return harness.app.state.services.sessions
 
 
+def _sessions_on_a_fake_clock(harness):
+    """The app's Sessions with its cache on a FakeClock (the clock is moved by the test)."""
+    sessions, clock = _sessions(harness), FakeClock(1000.0)
+    sessions.cache.clock = clock
+    return sessions, clock
+
+
 # --- session checks ---------------------------------------------------------------------------
 
 async def test_session_checks_are_cached(harness):
@@ -76,9 +83,7 @@ async def test_refresh_token_reuse_revokes_cached_access_tokens_at_once(harness)
 
 
 async def test_an_out_of_band_change_is_seen_within_the_ttl_or_at_once_when_announced(harness):
-    sessions = _sessions(harness)
-    clock = FakeClock(1000.0)
-    sessions.cache.clock = clock
+    sessions, clock = _sessions_on_a_fake_clock(harness)
     u = await harness.add_user("office")
     s = await harness.login(u["email"])
     assert await _me(harness, s) == (200, None)
@@ -261,9 +266,7 @@ async def test_concurrent_misses_share_one_query_but_not_across_an_invalidation(
 
 
 async def test_an_entry_about_to_expire_is_reread_in_the_background(harness):
-    sessions = _sessions(harness)
-    clock = FakeClock(1000.0)
-    sessions.cache.clock = clock
+    sessions, clock = _sessions_on_a_fake_clock(harness)
     u = await harness.add_user("office")
     s = await harness.login(u["email"])
     assert await _me(harness, s) == (200, None)  # cached until 1005
@@ -283,9 +286,7 @@ async def test_an_entry_about_to_expire_is_reread_in_the_background(harness):
 
 
 async def test_a_refresh_overtaken_by_a_revocation_is_dropped(harness):
-    sessions = _sessions(harness)
-    clock = FakeClock(1000.0)
-    sessions.cache.clock = clock
+    sessions, clock = _sessions_on_a_fake_clock(harness)
     s = await harness.user_session("office")
     assert await _me(harness, s) == (200, None)
     real, gate, read = sessions._read_states, asyncio.Event(), asyncio.Event()
@@ -311,9 +312,7 @@ async def test_a_refresh_overtaken_by_a_revocation_is_dropped(harness):
 async def test_background_rereads_of_many_sessions_share_one_read(harness):
     """Sessions whose entries enter the refresh window together are re-read in one batch, and
     each gets its own answer (a revoked family stays revoked, a renamed user is renamed)."""
-    sessions = _sessions(harness)
-    clock = FakeClock(1000.0)
-    sessions.cache.clock = clock
+    sessions, clock = _sessions_on_a_fake_clock(harness)
     users = [await harness.add_user("office") for _ in range(3)]
     ss = [await harness.login(u["email"]) for u in users]
     for s in ss:
