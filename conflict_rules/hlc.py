@@ -126,6 +126,13 @@ class HLC:
             self._tick()
         return self.last
 
+    def restart_at(self, wall_ms: int) -> None:
+        """Issue later stamps from ``wall_ms`` on, even if this clock issued greater ones: a
+        device whose clock ran fast learned the server's time (the stamps it issued ahead of
+        it were refused, and the writes that carried them are written again; see
+        ``replica.core.ReplicaCore._restamp``)."""
+        self._wall, self._counter = wall_ms, 0
+
     def _tick(self) -> None:
         if self._counter >= MAX_COUNTER:
             self._wall, self._counter = self._wall + 1, 0

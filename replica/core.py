@@ -12,8 +12,8 @@ from typing import Any, Callable, TypeVar
 
 from pycrdt import Doc, merge_updates
 
-from conflict_rules.hlc import HLC
-from schema.documents import parse_doc_id
+from conflict_rules.hlc import HLC, parse_ts
+from schema.documents import REMOVED, ROOTS, entry_value, make_key, parse_doc_id, parse_key
 from syncd.update_scan import ScanError
 
 from .clock import adjust_offset, clock_meta, load_clock, receive_max
@@ -258,6 +258,62 @@ class ReplicaCore:
             out.append(changed)
         await flush()
         return out
+
+    async def _restamp(self, doc_id: str, server_ms: int) -> int:
+        """The server refused this document's writes as stamped too far ahead of its clock
+        (``CLOCK_SKEW``: this device's clock ran fast, say while it worked offline). Keep the
+        edits; fix their times.
+
+        The clock moves to the server's time (``server_ms``: its wall clock when it refused).
+        Then every visible write of this device stamped after that time is written again in
+        one local edit, with a fresh stamp: same record, item, field and value, the old key
+        deleted. The document's outbox (the refused updates and this one, merged for the
+        push) then inserts and deletes the old keys in one update, so the server never sees
+        them, and writes the same values at times it accepts. Returns how many writes were
+        re-stamped (0: nothing of this device is ahead of the server; the refusal was about
+        something else).
+        """
+        kind, _ = parse_doc_id(doc_id)
+        drift = server_ms - self.hlc.physical_ms()
+        if abs(drift) > 1000:  # the same tolerance as adjust_offset
+            self.hlc.offset_ms += drift
+        if parse_ts(self.hlc.last).wall_ms > server_ms:
+            self.hlc.restart_at(server_ms)
+
+        def ahead(root: str, key: str) -> tuple[Any, ...] | None:
+            try:
+                wk = parse_key(root, key)
+            except ValueError:
+                return None
+            if wk.device != self.device_id or parse_ts(wk.ts).wall_ms <= server_ms:
+                return None
+            return wk.item, wk.field
+
+        def rewrite(doc: Doc, stamp: Stamp) -> int:
+            from pycrdt import Map
+            moved: dict[str, str] = {}  # old key -> new key, for every root
+            plan: list[tuple[Map, str, str, Any, bool]] = []
+            for root in ROOTS[kind]:
+                m = doc.get(root, type=Map)
+                for key in list(m.keys()):
+                    where = ahead(root, key)
+                    if where is None:
+                        continue
+                    new = make_key(root, ts=stamp["ts"], device=stamp["device"], item=where[0], field=where[1])
+                    moved[key] = new
+                    value = m[key]
+                    plan.append((m, key, new, value.get("v") if isinstance(value, dict) else None,
+                                 root == "materials" and where[1] == REMOVED))
+            for m, key, new, v, removal in plan:
+                if removal and isinstance(v, list):
+                    v = sorted(moved.get(k, k) for k in v)  # a removal covers the same writes, renamed
+                del m[key]
+                m[new] = entry_value(v, author=stamp["author"], role=stamp["role"])
+            return len(plan)
+
+        if doc_id not in self._docs:
+            return 0
+        return await self._edit(doc_id, rewrite)
 
     async def _acknowledge(self, doc_id: str, update_ids: list[int], server_time: str | None) -> None:
         """Mark outbox updates acknowledged (and correct the clock offset) in one commit."""

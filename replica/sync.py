@@ -12,6 +12,12 @@ push was in flight stay in the outbox). Fallbacks:
   the full state. Either is a superset of the merged outbox and always integrable.
 - ``UpdateTooLarge`` with several rows: the rows are sent one by one, in order, each acked
   as it goes.
+- ``ClockSkew`` (writes stamped too far ahead of the server's clock: the device's clock ran
+  fast, typically while offline): the edits are kept and their times fixed. The clock is set
+  to the server's time, the device's writes stamped after it are written again with fresh
+  stamps (``ReplicaCore._restamp``), and the document's outbox, now holding the old writes and
+  their replacement, is sent again as one merged update in which the old keys are inserted
+  and deleted: the server stores the same values at acceptable times.
 - any other ``SyncError``: that document stops, its updates stay in the outbox (an
   unacknowledged update is never dropped) and the error is reported; other documents go on.
 
@@ -40,7 +46,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from pycrdt import merge_updates
 
-from syncd.errors import MissingDependencies, SyncError, UpdateTooLarge
+from syncd.errors import ClockSkew, MissingDependencies, SyncError, UpdateTooLarge
 from syncd.protocol import PullResult, SyncTransport
 from syncd.update_scan import ScanError
 
@@ -92,6 +98,7 @@ class PushReport(_Report):
     pushed: dict[str, int] = field(default_factory=dict)  # doc_id -> outbox updates acknowledged
     duplicates: list[str] = field(default_factory=list)  # docs the server already had
     resent_full: list[str] = field(default_factory=list)  # docs re-sent after MissingDependencies
+    restamped: list[str] = field(default_factory=list)  # docs whose writes were re-stamped (CLOCK_SKEW)
     errors: dict[str, Exception] = field(default_factory=dict)
 
 
@@ -142,10 +149,25 @@ def _server_state_vector(details: Any) -> bytes:
     return b"\x00"
 
 
+def _server_ms(details: Any) -> int | None:
+    """The server's wall clock (ms) from ClockSkew details; None if absent or malformed."""
+    ms = details.get("server_time_ms") if isinstance(details, dict) else None
+    return ms if isinstance(ms, int) and not isinstance(ms, bool) and 0 < ms < 10**13 else None
+
+
 async def _push_doc(replica: ReplicaCore, transport: SyncTransport, doc_id: str, rows: list[OutboxRow],
                     report: PushReport) -> None:
     try:
         ack = await transport.push(doc_id, _merged(rows))
+    except ClockSkew as e:
+        # This device's clock ran fast: its writes are written again at the server's time
+        # and the document's outbox (old writes, their replacement) is sent as one update.
+        server_ms = _server_ms(e.details)
+        if server_ms is None or not await replica._restamp(doc_id, server_ms):
+            raise
+        rows = await replica.pending(doc_id)
+        ack = await transport.push(doc_id, _merged(rows))
+        report.restamped.append(doc_id)
     except MissingDependencies as e:
         rows = await replica.pending(doc_id)
         update = replica.doc(doc_id).get_update(_server_state_vector(e.details))
