@@ -3,7 +3,7 @@
  * documents no longer visible, and restart from IndexedDB. */
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import * as Y from "yjs";
-import { rootMap, writeField } from "../src/doc/codec";
+import { addNote, parseKey, removeMaterial, rootMap, writeField, writeMaterialField } from "../src/doc/codec";
 import { formatTs, parseTs } from "../src/rules/hlc";
 
 // --- browser globals the engine uses (fake-indexeddb comes from tests/setup.ts) -------------
@@ -303,6 +303,70 @@ describe("sync engine", () => {
     const b = await start();
     a.edit(JOB, (doc, s) => writeField(doc, "title", "from tab A", s));
     await until(() => b.view(JOB)?.record["title"] === "from tab A", "the other tab to show the edit");
+  });
+
+  it("keeps edits stamped by a fast clock offline: re-stamps them at server time instead of dropping them", async () => {
+    const SKEW = 5 * 60_000;
+    server.clockMs = () => Date.now() - 20 * 60_000; // this device's clock is 20 minutes fast
+    // like the real server: an update whose new write keys are stamped more than 5 minutes
+    // ahead of its clock is refused whole with CLOCK_SKEW and the server's time
+    const refusals: string[] = [];
+    server.refuse = (u) => {
+      const d = server.doc(u.doc_id).doc;
+      const probe = new Y.Doc();
+      Y.applyUpdate(probe, Y.encodeStateAsUpdate(d));
+      Y.applyUpdate(probe, fromBase64(u.update));
+      for (const root of ["fields", "materials", "notes"] as const) {
+        const before = new Set(rootMap(d, root).keys());
+        for (const k of rootMap(probe, root).keys()) {
+          if (!before.has(k) && parseTs(parseKey(root, k).ts).wall_ms > server.clockMs() + SKEW) {
+            refusals.push(k);
+            return { doc_id: u.doc_id, status: 422,
+              error: { code: "CLOCK_SKEW", message: "ahead", details: { server_time_ms: server.clockMs(), key: k } } };
+          }
+        }
+      }
+      return null;
+    };
+    server.down = true; // hours of work offline, every write stamped in the server's future
+    const e = await start();
+    const keep = "33333333-3333-4333-8333-333333333333";
+    const drop = "44444444-4444-4444-8444-444444444444";
+    const note = "55555555-5555-4555-8555-555555555555";
+    e.edit(JOB, (doc, s) => writeField(doc, "title", "Deck", s));
+    e.edit(JOB, (doc, s) => writeField(doc, "title", "Deck and stairs", s));
+    e.edit(JOB, (doc, s) => writeMaterialField(doc, keep, "name", "2x4 studs", s));
+    e.edit(JOB, (doc, s) => writeMaterialField(doc, drop, "name", "wrong screws", s));
+    e.edit(JOB, (doc, s) => removeMaterial(doc, drop, s));
+    e.edit(JOB, (doc, s) => addNote(doc, note, "gate code 1234", s));
+    e.edit(JOB2, (doc, s) => writeField(doc, "title", "Fence", s));
+    await e.syncNow();
+    expect(e.state.pending).toBeGreaterThan(0);
+
+    server.down = false;
+    await e.syncNow();
+    expect(refusals.length).toBeGreaterThan(0); // the path under test was taken
+    expect(e.state.pending).toBe(0);
+    expect(e.state.notices).toEqual([]); // nothing was undone
+    for (const [id, title] of [[JOB, "Deck and stairs"], [JOB2, "Fence"]] as const) {
+      const sd = server.doc(id).doc;
+      for (const root of ["fields", "materials", "notes"] as const) {
+        for (const k of rootMap(sd, root).keys()) {
+          expect(parseTs(parseKey(root, k).ts).wall_ms).toBeLessThanOrEqual(server.clockMs() + SKEW);
+        }
+      }
+      const fresh = new Y.Doc();
+      Y.applyUpdate(fresh, Y.encodeStateAsUpdate(sd));
+      expect((e.view(id)!.record as any).title).toBe(title);
+      expect(Y.encodeStateVector(fresh)).toEqual(Y.encodeStateVector(e.open(id).doc)); // same content
+    }
+    const v = e.view(JOB)!;
+    expect(v.materials.map((m) => [m.id, m.removed])).toEqual([[keep, false], [drop, true]]);
+    expect(v.notes.map((n) => n.body)).toEqual(["gate code 1234"]);
+    // later edits are stamped at the server's time
+    e.edit(JOB, (doc, s) => writeField(doc, "title", "Stairs only", s));
+    const key = [...rootMap(e.open(JOB).doc, "fields").keys()].find((k) => k.startsWith("title/"))!;
+    expect(Math.abs(parseTs(parseKey("fields", key).ts).wall_ms - server.clockMs())).toBeLessThan(5_000);
   });
 
   it("a device whose clock is a day fast stamps server time after a sync", async () => {

@@ -70,6 +70,22 @@ export class MetaStore {
     return req(tx.objectStore("outbox").count());
   }
 
+  /** Replace a document's queued updates by one update, `merge` of them (oldest first), in one
+   * transaction: it takes the first one's place, so the outbox order is kept. Returns how many
+   * entries were merged. */
+  async mergeOutbox(docId: string, merge: (updates: Uint8Array[]) => Uint8Array): Promise<number> {
+    const tx = this.db.transaction("outbox", "readwrite");
+    const s = tx.objectStore("outbox");
+    const mine = ((await req(s.getAll())) as OutboxEntry[]).filter((e) => e.doc_id === docId);
+    if (mine.length > 1) {
+      const merged = merge(mine.map((e) => e.update));
+      for (const e of mine.slice(1)) s.delete(e.id!);
+      s.put({ ...mine[0], update: merged });
+    }
+    await done(tx);
+    return mine.length;
+  }
+
   async deleteOutbox(ids: number[]): Promise<void> {
     if (ids.length === 0) return;
     const tx = this.db.transaction("outbox", "readwrite");

@@ -19,7 +19,8 @@ import { api, ApiError, NetworkError } from "../api";
 import { DOC_DB_PREFIX, MetaStore, type DocRecord } from "../lib/idb";
 import { fromBase64, toBase64Url } from "../lib/base64";
 import { pushRound } from "./push";
-import { maxTimestamp, parseDocId, type Kind, type Stamp } from "../doc/codec";
+import { entryValue, makeKey, maxTimestamp, parseDocId, parseKey, REMOVED, ROOTS, type Kind, type Stamp, type WriteKey } from "../doc/codec";
+import { sortedStrings } from "../rules/compare";
 import { explainPath, resolveDoc, type DocView } from "../doc/view";
 import type { Explanation } from "../rules/explain";
 import { formatTs, HLC, isValidTs, parseTs } from "../rules/hlc";
@@ -384,12 +385,68 @@ export class SyncEngine {
         async (body) => (await api<{ results: any[] }>("POST", "/api/sync/push", body)).data);
       if (r.empty) break;
       for (const [docId, why] of r.refused) await this.resetDoc(docId, why);
+      let restamped = false;
+      for (const [docId, serverMs] of r.skewed) {
+        if (await this.restampDoc(docId, serverMs)) restamped = true;
+        else await this.resetDoc(docId, "CLOCK_SKEW: a write is stamped too far ahead of the server's clock");
+      }
       this.setState({ pending: await this.countPending() });
-      if (r.blocked || r.acked.length === 0) break;
+      if (r.blocked || (r.acked.length === 0 && !restamped)) break;
     }
     // the service worker may have pushed (and removed) entries meanwhile
     const pending = await this.countPending();
     if (pending !== this.state.pending) this.setState({ pending });
+  }
+
+  /** The server refused a document's writes as stamped too far ahead of its clock (CLOCK_SKEW:
+   * this device's clock ran fast, say while it worked offline). The edits are kept, their times
+   * fixed: the clock moves to the server's time (`serverMs`), every visible write of this
+   * device stamped after it is written again in one local edit with a fresh stamp (same record,
+   * item, field and value; the old key deleted; a removal covers the same writes, renamed), and
+   * the document's queued updates are merged into one, so the server receives the old keys
+   * inserted and deleted in the same update and stores the values at times it accepts.
+   * Returns false if nothing of this device was ahead (the refusal is then final). */
+  private async restampDoc(docId: string, serverMs: number): Promise<boolean> {
+    await this.persisted();
+    this.learnServerTime(serverMs);
+    if (parseTs(this.hlc.last).wall_ms > serverMs) {
+      this.hlc = new HLC(formatTs(serverMs, 0), { offsetMs: this.hlc.offsetMs });
+      localStorage.setItem(HLC_KEY, this.hlc.last);
+    }
+    const e = this.open(docId);
+    await e.ready;
+    const me = this.session.device_id;
+    let n = 0;
+    this.edit(docId, (doc, stamp) => {
+      const moved = new Map<string, string>();
+      const plan: Array<[Y.Map<unknown>, string, string, unknown, boolean]> = [];
+      for (const root of ROOTS[e.kind]) {
+        const m = doc.getMap(root);
+        for (const key of [...m.keys()]) {
+          let wk: WriteKey;
+          try {
+            wk = parseKey(root, key);
+          } catch {
+            continue;
+          }
+          if (wk.device !== me || parseTs(wk.ts).wall_ms <= serverMs) continue;
+          const next = makeKey(root, { ts: stamp.ts, device: stamp.device, field: wk.field ?? undefined, item: wk.item ?? undefined });
+          moved.set(key, next);
+          const raw = m.get(key) as { v?: unknown } | undefined;
+          plan.push([m, key, next, raw?.v, root === "materials" && wk.field === REMOVED]);
+        }
+      }
+      for (const [m, key, next, old, removal] of plan) {
+        const v = removal && Array.isArray(old) ? sortedStrings(old.map((k) => moved.get(String(k)) ?? String(k))) : old;
+        m.delete(key);
+        m.set(next, entryValue(v, stamp.author, stamp.role));
+      }
+      n = plan.length;
+    });
+    if (n === 0) return false;
+    await this.persisted();
+    await this.meta.mergeOutbox(docId, (updates) => Y.mergeUpdates(updates));
+    return true;
   }
 
   /** The server refused a change for good: drop this replica's unacknowledged changes of the

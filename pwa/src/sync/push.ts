@@ -11,6 +11,10 @@ export interface PushRound {
   acked: number[];
   /** documents refused for good: doc id -> reason (their entries are left in the outbox) */
   refused: Map<string, string>;
+  /** documents whose writes were stamped too far ahead of the server's clock (CLOCK_SKEW):
+   * doc id -> the server's wall clock (ms). Not refused for good: the page re-stamps them
+   * (`SyncEngine.restampDoc`); their entries stay in the outbox. */
+  skewed: Map<string, number>;
   /** a transient refusal stopped the round: retry later */
   blocked: boolean;
   /** nothing was left to push */
@@ -21,25 +25,28 @@ export type PushCall = (body: unknown) => Promise<{ results: any[] }>;
 
 export async function pushRound(meta: MetaStore, deviceId: string, call: PushCall): Promise<PushRound> {
   const entries: OutboxEntry[] = await meta.outbox(100);
-  if (entries.length === 0) return { acked: [], refused: new Map(), blocked: false, empty: true };
+  if (entries.length === 0) return { acked: [], refused: new Map(), skewed: new Map(), blocked: false, empty: true };
   const data = await call({
     updates: entries.map((e) => ({ doc_id: e.doc_id, update: toBase64(e.update), idempotency_key: `${deviceId}-${e.id}` })),
   });
   const acked: number[] = [];
   const refused = new Map<string, string>();
+  const skewed = new Map<string, number>();
   let blocked = false;
   entries.forEach((e, i) => {
     const r = data.results[i];
     if (r && r.error === undefined && typeof r.seq === "number") {
       acked.push(e.id!);
-    } else if (!blocked && !refused.has(e.doc_id)) {
+    } else if (!blocked && !refused.has(e.doc_id) && !skewed.has(e.doc_id)) {
       // after a transient failure, later updates wait for the next round, in order
       const code: string = r?.error?.code ?? "UNKNOWN";
       const status: number = r?.status ?? 0;
+      const serverMs = r?.error?.details?.server_time_ms;
       if (TRANSIENT.has(code) || status >= 500 || status === 429 || status === 401) blocked = true;
+      else if (code === "CLOCK_SKEW" && Number.isSafeInteger(serverMs) && serverMs > 0) skewed.set(e.doc_id, serverMs);
       else refused.set(e.doc_id, `${code}: ${r?.error?.message ?? "refused"}`);
     }
   });
   await meta.deleteOutbox(acked);
-  return { acked, refused, blocked, empty: false };
+  return { acked, refused, skewed, blocked, empty: false };
 }
