@@ -39,8 +39,9 @@ async function backgroundPush(): Promise<void> {
         return ((await res.json()) as { data: { results: any[] } }).data;
       });
       if (r.empty) return;
-      // a refusal for good is left for the app, which resets that document and tells the user
-      if (r.blocked || r.refused.size > 0 || r.acked.length === 0) break;
+      // a refusal for good is left for the app, which resets that document and tells the user;
+      // writes stamped ahead of the server's clock (CLOCK_SKEW) too: the app re-stamps them
+      if (r.blocked || r.refused.size > 0 || r.skewed.size > 0 || r.acked.length === 0) break;
     }
     if ((await meta.outboxCount()) > 0) throw new Error("updates still waiting");
   } finally {
