@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, TypeVar
 
-from pycrdt import Doc, merge_updates
+from pycrdt import Doc, Map, merge_updates
 
 from conflict_rules.hlc import HLC, parse_ts
 from schema.documents import REMOVED, ROOTS, entry_value, make_key, parse_doc_id, parse_key
@@ -290,7 +290,6 @@ class ReplicaCore:
             return wk.item, wk.field
 
         def rewrite(doc: Doc, stamp: Stamp) -> int:
-            from pycrdt import Map
             moved: dict[str, str] = {}  # old key -> new key, for every root
             plan: list[tuple[Map, str, str, Any, bool]] = []
             for root in ROOTS[kind]:
