@@ -12,7 +12,7 @@ from typing import Any, Callable, TypeVar
 
 from pycrdt import Doc, Map, merge_updates
 
-from conflict_rules.hlc import HLC, parse_ts
+from conflict_rules.hlc import HLC, format_ts, parse_ts
 from schema.documents import REMOVED, ROOTS, entry_value, make_key, parse_doc_id, parse_key
 from syncd.update_scan import ScanError
 
@@ -274,9 +274,7 @@ class ReplicaCore:
         something else).
         """
         kind, _ = parse_doc_id(doc_id)
-        drift = server_ms - self.hlc.physical_ms()
-        if abs(drift) > 1000:  # the same tolerance as adjust_offset
-            self.hlc.offset_ms += drift
+        adjust_offset(self.hlc, format_ts(server_ms, 0))
         if parse_ts(self.hlc.last).wall_ms > server_ms:
             self.hlc.restart_at(server_ms)
 

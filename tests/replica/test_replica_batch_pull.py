@@ -4,13 +4,10 @@ engine, SQLite and PostgreSQL): the same outcome as one request per document, fe
 from __future__ import annotations
 
 import sqlite3
-import uuid
-from datetime import datetime, timezone
 from typing import Any
 
 import pytest
 
-from schema import tables as t
 from schema.db import create_engine
 from server import policy
 from syncd.engine import SyncEngine
@@ -64,20 +61,11 @@ def same(x: Any, y: Any) -> bool:
     return decode_state_vector(x.get_state()) == decode_state_vector(y.get_state())
 
 
-async def _users(db: Any, n: int) -> list[str]:
-    ids = [str(uuid.uuid4()) for _ in range(n)]
-    async with db.begin() as conn:
-        await conn.execute(t.users.insert(), [
-            {"id": u, "email": f"{u[:8]}@example.test", "name": "office", "role": "office", "password_hash": None,
-             "active": True, "created_at": datetime.now(timezone.utc)} for u in ids])
-    return ids
-
-
-async def test_replicas_converge_through_batch_pulls_with_a_gap_handled(db_url, open_replica):
+async def test_replicas_converge_through_batch_pulls_with_a_gap_handled(db_url, open_replica, office_users):
     db = create_engine(db_url)
     try:
         async with SyncEngine(db, authorizer=policy.authorize_writes) as engine:
-            ua, ub, uc = await _users(db, 3)
+            ua, ub, uc = await office_users(db, 3)
             a = await open_replica("a", role="office", user_id=ua)
             b = await open_replica("b", role="office", user_id=ub)
             c = await open_replica("c", role="office", user_id=uc)

@@ -5,14 +5,11 @@ and PostgreSQL)."""
 from __future__ import annotations
 
 import time
-import uuid
-from datetime import datetime, timezone
 from typing import Any
 
 from pycrdt import Map
 
 from conflict_rules.hlc import parse_ts
-from schema import tables as t
 from schema.db import create_engine
 from schema.documents import parse_key
 from server import policy
@@ -23,15 +20,6 @@ from syncd.protocol import Principal
 FAST_MS = 20 * 60 * 1000  # the server allows 5 minutes
 
 
-async def _users(db: Any, n: int) -> list[str]:
-    ids = [str(uuid.uuid4()) for _ in range(n)]
-    async with db.begin() as conn:
-        await conn.execute(t.users.insert(), [
-            {"id": u, "email": f"{u[:8]}@example.test", "name": "office", "role": "office", "password_hash": None,
-             "active": True, "created_at": datetime.now(timezone.utc)} for u in ids])
-    return ids
-
-
 def _latest_stamp(doc: Any) -> int:
     """The greatest wall time (ms) of any write key in a job document."""
     walls = [parse_ts(parse_key(root, k).ts).wall_ms for root in ("fields", "materials", "notes")
@@ -39,11 +27,11 @@ def _latest_stamp(doc: Any) -> int:
     return max(walls)
 
 
-async def test_writes_stamped_by_a_fast_clock_are_restamped_not_lost(db_url, open_replica):
+async def test_writes_stamped_by_a_fast_clock_are_restamped_not_lost(db_url, open_replica, office_users):
     db = create_engine(db_url)
     try:
         async with SyncEngine(db, authorizer=policy.authorize_writes) as engine:
-            ua, ub = await _users(db, 2)
+            ua, ub = await office_users(db, 2)
             fast = await open_replica("fast", role="office", user_id=ua,
                                       clock=lambda: time.time_ns() // 1_000_000 + FAST_MS)
             other = await open_replica("other", role="office", user_id=ub)

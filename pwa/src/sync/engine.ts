@@ -408,11 +408,7 @@ export class SyncEngine {
    * Returns false if nothing of this device was ahead (the refusal is then final). */
   private async restampDoc(docId: string, serverMs: number): Promise<boolean> {
     await this.persisted();
-    this.learnServerTime(serverMs);
-    if (parseTs(this.hlc.last).wall_ms > serverMs) {
-      this.hlc = new HLC(formatTs(serverMs, 0), { offsetMs: this.hlc.offsetMs });
-      localStorage.setItem(HLC_KEY, this.hlc.last);
-    }
+    this.learnServerTime(serverMs); // a clock clearly off is corrected and restarted from the server's time
     const e = this.open(docId);
     await e.ready;
     const me = this.session.device_id;
