@@ -35,6 +35,7 @@ from .errors import (ClientIdConflict, Forbidden, MalformedUpdate, MissingDepend
 from .livedoc import EMPTY_UPDATE, IncompleteApply, LiveDoc
 from .projection import Delta, diff_views
 from .protocol import Principal, PullResult, PushAck
+from .sqlite_inline import inline_calls
 from .store import Store
 from .update_scan import ScanError, ScanLimits, ScanResult, is_duplicate, missing_dependencies, scan_update
 from .validation import ValidatedWrite, validate_changes
@@ -64,6 +65,9 @@ class EngineConfig:
     #: other processes write the same database (default: yes on PostgreSQL, no on SQLite)
     shared: bool | None = None
     scan_limits: ScanLimits = ScanLimits()
+    #: SQLite: run the batch transaction's statements on the event loop's thread, between
+    #: BEGIN IMMEDIATE and COMMIT (both stay on aiosqlite's thread); see syncd.sqlite_inline
+    inline_sqlite: bool = True
 
 
 @dataclass
@@ -123,6 +127,8 @@ class SyncEngine:
         #: check the log for their commits. SQLite is one process by design (embedded).
         self._shared = config.shared if config.shared is not None else db.dialect.name == "postgresql"
         self.store = Store(db.dialect.name, local_ids=not self._shared)
+        #: SQLite: the batch transaction's statements run on the loop thread (syncd.sqlite_inline)
+        self._inline = db.dialect.name == "sqlite" and config.inline_sqlite
         # reads must not take SQLite's write lock (the batcher's commits hold it)
         self.reader = db.execution_options(sqlite_begin="DEFERRED") if db.dialect.name == "sqlite" else db
         self.authorizer = authorizer
@@ -273,14 +279,18 @@ class SyncEngine:
             async with self._writer.begin():
                 conn = self._writer
                 self._batch_conn = conn
-                heads = await self.store.lock_heads(conn, sorted({s.doc_id for s in batch}))
-                for doc_id, last in heads.items():
-                    live = self._docs.get(doc_id)
-                    if live is not None and live.last_seq != last:
-                        await self._rebuild(live, [])
-                prep = await self._prepare(batch)
-                if prep.accepted:
-                    written = await self._write(conn, prep)
+                # SQLite: between BEGIN IMMEDIATE and COMMIT nothing waits on a lock, so the
+                # statements run on this thread instead of one aiosqlite thread hop each
+                raw = await conn.get_raw_connection() if self._inline else None
+                with inline_calls(raw) if raw is not None else contextlib.nullcontext():
+                    heads = await self.store.lock_heads(conn, sorted({s.doc_id for s in batch}))
+                    for doc_id, last in heads.items():
+                        live = self._docs.get(doc_id)
+                        if live is not None and live.last_seq != last:
+                            await self._rebuild(live, [])
+                    prep = await self._prepare(batch)
+                    if prep.accepted:
+                        written = await self._write(conn, prep)
         except BaseException as e:
             self._batch_conn = None
             broken, self._writer = self._writer, None  # the next batch takes a fresh connection

@@ -334,3 +334,41 @@ async def test_a_dropped_database_connection_costs_at_most_one_retry(engine, db_
     # and it keeps working
     await engine.push(office.principal, doc_id, office.set_fields(doc_id, title="Later"))
     assert (await engine.view(doc_id)).record["title"] == "Later"
+
+
+async def test_sqlite_batch_statements_run_on_the_loop_thread_begin_and_commit_do_not(sqlite_db):
+    """SQLite: inside the batch transaction the statements run on the event loop's thread
+    (no aiosqlite thread hop each); BEGIN IMMEDIATE (which may wait for a lock) and COMMIT
+    (the fsync) stay on aiosqlite's thread. Fails if the inline mode silently stops working
+    (e.g. an aiosqlite upgrade without the door it uses)."""
+    import threading
+
+    from syncd.engine import EngineConfig, SyncEngine
+    from engine_helpers import add_user  # type: ignore[import-not-found]
+
+    office = BareDevice(await add_user(sqlite_db, "office"), "office")
+    async with SyncEngine(sqlite_db, EngineConfig(paranoid=True)) as engine:
+        await _traced_second_push(engine, sqlite_db, office)
+
+
+async def _traced_second_push(engine, db_engine, office) -> None:
+    import threading
+
+    doc_id = job_doc()
+    await engine.push(office.principal, doc_id, office.set_fields(doc_id, title="First", status="lead"))
+    raw = await engine._writer.get_raw_connection()
+    sqlite_conn = raw.driver_connection._conn
+    seen: list[tuple[int, str]] = []
+    sqlite_conn.set_trace_callback(lambda sql: seen.append((threading.get_ident(), sql.split()[0].upper())))
+    try:
+        await engine.push(office.principal, doc_id, office.set_fields(doc_id, title="Second"))
+    finally:
+        sqlite_conn.set_trace_callback(None)
+    loop_thread = threading.get_ident()
+    by_verb: dict[str, set[int]] = {}
+    for ident, verb in seen:
+        by_verb.setdefault(verb, set()).add(ident)
+    assert by_verb.get("INSERT") == {loop_thread}, seen
+    assert loop_thread not in by_verb["BEGIN"] and loop_thread not in by_verb["COMMIT"], seen
+    assert (await engine.view(doc_id)).record["title"] == "Second"
+    assert await count(db_engine, t.oplog) == 2
