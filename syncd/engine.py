@@ -281,8 +281,7 @@ class SyncEngine:
                 self._batch_conn = conn
                 # SQLite: between BEGIN IMMEDIATE and COMMIT nothing waits on a lock, so the
                 # statements run on this thread instead of one aiosqlite thread hop each
-                raw = await conn.get_raw_connection() if self._inline else None
-                with inline_calls(raw) if raw is not None else contextlib.nullcontext():
+                with inline_calls(await conn.get_raw_connection() if self._inline else None):
                     heads = await self.store.lock_heads(conn, sorted({s.doc_id for s in batch}))
                     for doc_id, last in heads.items():
                         live = self._docs.get(doc_id)

@@ -4,7 +4,8 @@ aiosqlite runs every call of a connection on that connection's own thread and ha
 result back through the event loop: a queue put, a thread wake-up, a ``call_soon_threadsafe``
 and a loop turn per statement. A batch commit runs about eight statements, so on a busy
 server each batch waited eight times for the loop to come back to it, and the loop sat idle
-while the thread worked (a third of the batcher's time in ``engine.accept_sqlite``).
+while the thread worked (about a third of the loop thread's time in
+``engine.accept_sqlite``, py-spy).
 
 Inside the batcher's write transaction nothing can wait on a lock: ``BEGIN IMMEDIATE``
 already holds SQLite's write lock, and in WAL mode readers never block the writer. So
@@ -25,31 +26,21 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Iterator
 
-__all__ = ["inline_calls", "supports_inline"]
-
-
-def _driver(raw: Any) -> Any:
-    """The aiosqlite connection under a SQLAlchemy pooled connection (or None)."""
-    driver = getattr(raw, "driver_connection", None)
-    return driver if supports_inline(driver) else None
-
-
-def supports_inline(driver: Any) -> bool:
-    return (driver is not None and callable(getattr(type(driver), "_execute", None))
-            and hasattr(driver, "_connection") and hasattr(driver, "_running"))
+__all__ = ["inline_calls"]
 
 
 @contextlib.contextmanager
-def inline_calls(raw: Any) -> Iterator[bool]:
+def inline_calls(raw: Any) -> Iterator[None]:
     """While active, the calls of this connection run on the calling (loop) thread.
 
-    ``raw``: the pooled DBAPI connection (``await conn.get_raw_connection()``). Yields
-    whether inline mode is on. The caller must own the connection and hold the write lock
-    (inside a ``BEGIN IMMEDIATE`` transaction), and leave before ``COMMIT``/``ROLLBACK``.
+    ``raw``: the pooled DBAPI connection (``await conn.get_raw_connection()``), or None (then
+    nothing changes). The caller must own the connection and hold the write lock (inside a
+    ``BEGIN IMMEDIATE`` transaction), and leave before ``COMMIT``/``ROLLBACK``.
     """
-    driver = _driver(raw)
-    if driver is None:
-        yield False
+    driver = getattr(raw, "driver_connection", None)
+    if not (callable(getattr(type(driver), "_execute", None))
+            and hasattr(driver, "_connection") and hasattr(driver, "_running")):
+        yield
         return
 
     async def _execute(fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -59,6 +50,6 @@ def inline_calls(raw: Any) -> Iterator[bool]:
 
     driver._execute = _execute  # an instance attribute shadows the threaded method
     try:
-        yield True
+        yield
     finally:
         del driver._execute

@@ -348,27 +348,21 @@ async def test_sqlite_batch_statements_run_on_the_loop_thread_begin_and_commit_d
 
     office = BareDevice(await add_user(sqlite_db, "office"), "office")
     async with SyncEngine(sqlite_db, EngineConfig(paranoid=True)) as engine:
-        await _traced_second_push(engine, sqlite_db, office)
-
-
-async def _traced_second_push(engine, db_engine, office) -> None:
-    import threading
-
-    doc_id = job_doc()
-    await engine.push(office.principal, doc_id, office.set_fields(doc_id, title="First", status="lead"))
-    raw = await engine._writer.get_raw_connection()
-    sqlite_conn = raw.driver_connection._conn
-    seen: list[tuple[int, str]] = []
-    sqlite_conn.set_trace_callback(lambda sql: seen.append((threading.get_ident(), sql.split()[0].upper())))
-    try:
-        await engine.push(office.principal, doc_id, office.set_fields(doc_id, title="Second"))
-    finally:
-        sqlite_conn.set_trace_callback(None)
-    loop_thread = threading.get_ident()
-    by_verb: dict[str, set[int]] = {}
-    for ident, verb in seen:
-        by_verb.setdefault(verb, set()).add(ident)
-    assert by_verb.get("INSERT") == {loop_thread}, seen
-    assert loop_thread not in by_verb["BEGIN"] and loop_thread not in by_verb["COMMIT"], seen
-    assert (await engine.view(doc_id)).record["title"] == "Second"
-    assert await count(db_engine, t.oplog) == 2
+        doc_id = job_doc()
+        await engine.push(office.principal, doc_id, office.set_fields(doc_id, title="First", status="lead"))
+        raw = await engine._writer.get_raw_connection()
+        sqlite_conn = raw.driver_connection._conn
+        seen: list[tuple[int, str]] = []
+        sqlite_conn.set_trace_callback(lambda sql: seen.append((threading.get_ident(), sql.split()[0].upper())))
+        try:
+            await engine.push(office.principal, doc_id, office.set_fields(doc_id, title="Second"))
+        finally:
+            sqlite_conn.set_trace_callback(None)
+        loop_thread = threading.get_ident()
+        by_verb: dict[str, set[int]] = {}
+        for ident, verb in seen:
+            by_verb.setdefault(verb, set()).add(ident)
+        assert by_verb.get("INSERT") == {loop_thread}, seen
+        assert loop_thread not in by_verb["BEGIN"] and loop_thread not in by_verb["COMMIT"], seen
+        assert (await engine.view(doc_id)).record["title"] == "Second"
+    assert await count(sqlite_db, t.oplog) == 2
