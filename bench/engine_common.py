@@ -20,7 +20,7 @@ import secrets
 import shutil
 import tempfile
 import uuid
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, AsyncIterator, Callable
@@ -53,6 +53,19 @@ JOB_LWW = ("title", "description", "address", "estimate", "scheduled_start", "sc
 
 def uuid_from(rng: random.Random) -> str:
     return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+
+
+@contextmanager
+def daemon_gc():
+    """The garbage-collector policy ``syncd serve`` runs under (``syncd/gc_policy.py``), for a
+    measurement of the engine in this process; the bench's own thresholds come back after."""
+    from syncd import gc_policy
+
+    previous = gc_policy.apply()
+    try:
+        yield
+    finally:
+        gc_policy.undo(previous)
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -195,9 +195,6 @@ def _cb(phase, info):
         if ms > 20:
             print(f"GC gen{info['generation']} {ms:.0f} ms collected {info['collected']}", file=sys.stderr, flush=True)
 gc.callbacks.append(_cb)
-import os
-if os.environ.get("BENCH_SERVER_GC_THRESHOLD"):  # e.g. "700,10,1000": what-if experiments
-    gc.set_threshold(*(int(x) for x in os.environ["BENCH_SERVER_GC_THRESHOLD"].split(",")))
 sys.argv[0] = "syncd"
 from syncd.cli import main
 main()
@@ -208,8 +205,11 @@ async def _spawn_ours(srv: Server, env: dict[str, str]) -> None:
     log = open(srv.log_path, "ab")
     try:
         # BENCH_SERVER_GC_LOG=1 (diagnostics): log every garbage-collector pass over 20 ms to the
-        # server log; BENCH_SERVER_GC_THRESHOLD="a,b,c" also sets gc thresholds (what-if runs)
+        # server log; BENCH_SERVER_GC_THRESHOLD="a,b,c" replaces the daemon's gc thresholds
+        # (syncd/gc_policy.py: SYNCD_GC_THRESHOLD; what-if runs)
         entry = ["-c", _GC_LOGGER] if os.environ.get("BENCH_SERVER_GC_LOG") else ["-m", "syncd.cli"]
+        if os.environ.get("BENCH_SERVER_GC_THRESHOLD"):
+            env = {**env, "SYNCD_GC_THRESHOLD": os.environ["BENCH_SERVER_GC_THRESHOLD"]}
         srv.proc = await asyncio.create_subprocess_exec(
             sys.executable, *entry, "serve", "--host", "127.0.0.1", "--port", str(srv.port),
             cwd=str(REPO), env=env, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log)

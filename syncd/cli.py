@@ -54,6 +54,11 @@ def serve(ctx: click.Context, host: str | None, port: int | None, no_migrate: bo
     import uvicorn
 
     from schema.db import migrate as do_migrate, normalize_url
+    from syncd import gc_policy
+    try:
+        gc_thresholds = gc_policy.thresholds_from_env(os.environ.get("SYNCD_GC_THRESHOLD"))
+    except ValueError as e:
+        raise click.UsageError(str(e)) from e
     settings = Settings.from_env()
     url = normalize_url(ctx.obj["database_url"])
     if not no_migrate:
@@ -66,10 +71,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None, no_migrate: bo
     app = create_app(database_url=url, redis_url=settings.redis_url, **overrides)
     # Long-lived objects (documents, connections) would make every full GC pass walk them all:
     # freeze what startup built and collect the oldest generation rarely (bench: p99 347 -> 27 ms).
-    import gc
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(700, 10, 10000)
+    gc_policy.apply(gc_thresholds)
     # uvloop and httptools when installed (dependencies; the pure-Python fallbacks still work)
     import importlib.util
     loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"

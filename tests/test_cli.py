@@ -76,3 +76,12 @@ def test_explain_bad_input_is_a_clear_error(seeded, args):
     r = runner.invoke(cli, ["--database-url", url, *args])
     assert r.exit_code != 0
     assert re.search(r"error|invalid|no document", r.output + (r.stderr if r.stderr_bytes else ""), re.I)
+
+
+def test_serve_refuses_a_bad_gc_threshold_before_touching_the_database(tmp_path, monkeypatch):
+    db = tmp_path / "never.sqlite3"
+    monkeypatch.setenv("SYNCD_GC_THRESHOLD", "700,ten,10000")
+    r = CliRunner().invoke(cli, ["--database-url", f"sqlite+aiosqlite:///{db}", "serve"])
+    assert r.exit_code == 2, (r.output, r.exception)
+    assert "SYNCD_GC_THRESHOLD must be three positive integers" in r.output
+    assert not db.exists()
