@@ -18,6 +18,8 @@ Typical use::
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +136,28 @@ def create_engine(url: str | None, **kwargs: Any) -> AsyncEngine:
     return engine
 
 
+SQLITE_BUSY_TIMEOUT_MS = 5000
+
+
+def _enable_wal(cur: Any) -> None:
+    """``PRAGMA journal_mode=WAL`` (kept in the file: a no-op once any connection set it).
+
+    Switching a new file to WAL needs its exclusive lock, and SQLite answers "database is
+    locked" at once, without the busy handler, while another connection holds a read lock
+    (several processes or engines opening one fresh file together). That is retried here
+    within the busy timeout; any other error, or a lock held longer, is raised.
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() >= deadline:
+                raise
+        time.sleep(0.005)
+
+
 def _install_sqlite_hooks(sync_engine: Engine) -> None:
     @event.listens_for(sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -141,10 +165,10 @@ def _install_sqlite_hooks(sync_engine: Engine) -> None:
         dbapi_connection.isolation_level = None
         cur = dbapi_connection.cursor()
         try:
-            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            _enable_wal(cur)
             cur.execute("PRAGMA synchronous=FULL")
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=5000")
         finally:
             cur.close()
 
