@@ -985,7 +985,13 @@ def missing_dependencies(scan: ScanResult, state_vector: dict[int, int]) -> list
     raise after integrating part of the update, so apply to a copy or treat a
     raising apply as having changed the document.
     """
-    state = {c: k for c, k in state_vector.items()}
+    # the update's own clients advance as the simulation integrates their structs; every other
+    # client is read from ``state_vector`` (not copied: a shared document has one per editor)
+    state = {c: state_vector.get(c, 0) for c in scan.items}
+
+    def known(c: int) -> int:
+        return state[c] if c in state else state_vector.get(c, 0)
+
     problems: list[str] = []
     # per client: next struct index; clients blocked waiting on another client
     idx = {c: 0 for c in scan.items}
@@ -998,7 +1004,7 @@ def missing_dependencies(scan: ScanResult, state_vector: dict[int, int]) -> list
         c = work.pop()
         its = scan.items[c]
         i = idx[c]
-        st = state.get(c, 0)
+        st = state[c]
         blocked_on.pop(c, None)
         while i < len(its):
             start, end, refs = its[i]
@@ -1013,7 +1019,7 @@ def missing_dependencies(scan: ScanResult, state_vector: dict[int, int]) -> list
                 dead[c] = gap_msg
                 break
             for rc, rk in refs:
-                if rk >= state.get(rc, 0) and rc != c:
+                if rc != c and rk >= known(rc):
                     blocked_on[c] = (start, end, (rc, rk))
                     heapq.heappush(waiting.setdefault(rc, []), (rk, c))
                     break
@@ -1053,12 +1059,12 @@ def missing_dependencies(scan: ScanResult, state_vector: dict[int, int]) -> list
                     "this update"
                 )
     for c in sorted(scan.delete_set):
-        known = state.get(c, 0)
+        have = known(c)
         for k, n in scan.delete_set[c]:
-            if k + n > known:
+            if k + n > have:
                 problems.append(
                     f"delete set: client {c} range {k}..{k + n - 1} reaches beyond known "
-                    f"content (clocks below {known})"
+                    f"content (clocks below {have})"
                 )
                 break
     return problems
