@@ -37,11 +37,12 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Iterable, Protocol
 
-from pycrdt import get_update, merge_updates
+from pycrdt import merge_updates
 
 from syncd.errors import SyncError, UnknownDocument
 from syncd.protocol import Principal
-from syncd.update_scan import MAX_CLOCK, encode_state_vector, scan_update
+from syncd.update_scan import (INTERNAL_LIMITS, ScanError, ScanResult, scan_update, update_client_ids,
+                               without_clients)
 
 from .redis_pubsub import subscribe_forever
 from .ws_protocol import AwarenessEntry, AwarenessTable, Limits, awareness_message, update_message
@@ -125,8 +126,10 @@ class Room:
                 self._send_update(update_message(update), s, exclude)
             return
         self._send_update(update_message(merged), seq, tuple(senders))
-        # A sender gets the merge minus the structs of its own client ids (one pass over the
-        # merged update each, in Rust; its own deletions stay in the delete set: harmless).
+        # A sender gets the merge minus the struct sections of its own client ids: the merge
+        # is scanned once, then sliced per sender (its own deletions stay in the delete set:
+        # harmless).
+        sections: ScanResult | None = None
         for m in senders:
             if m not in self.members:
                 continue
@@ -134,7 +137,9 @@ class Room:
             rest = [(u, s) for u, s, ex in pending if m not in ex]
             if not rest:
                 continue
-            others = _without_clients(merged, own)
+            if sections is None:
+                sections = _scan_merged(merged)
+            others = _without_clients(merged, sections, own) if sections is not None else None
             if others is None:
                 for u, s in rest:
                     m.deliver(update_message(u), s)
@@ -179,17 +184,25 @@ class Room:
             self._send_others(None, awareness_message(payload))
 
 
-def _without_clients(merged: bytes, own: list[bytes]) -> bytes | None:
-    """``merged`` without the structs of the client ids that appear in ``own``."""
+def _scan_merged(merged: bytes) -> ScanResult | None:
+    """The struct sections of a merged broadcast (None, logged, if it cannot be read: the
+    senders then get the other updates one by one)."""
+    try:
+        return scan_update(merged, INTERNAL_LIMITS)
+    except ScanError as e:
+        log.error("scanning a merged broadcast failed: %s", e)
+        return None
+
+
+def _without_clients(merged: bytes, sections: ScanResult, own: list[bytes]) -> bytes | None:
+    """``merged`` without the struct sections of the client ids that appear in ``own``."""
     try:
         clients: set[int] = set()
         for u in own:
-            clients.update(scan_update(u).clients)
-        return get_update(merged, encode_state_vector({c: MAX_CLOCK for c in clients}))
-    except BaseException as e:
-        if isinstance(e, (KeyboardInterrupt, SystemExit, asyncio.CancelledError, GeneratorExit)):
-            raise
-        log.error("filtering a merged broadcast failed: %s: %s", type(e).__name__, e)
+            clients.update(update_client_ids(u))
+        return without_clients(merged, sections, clients)
+    except ScanError as e:
+        log.error("filtering a merged broadcast failed: %s", e)
         return None
 
 

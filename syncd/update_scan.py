@@ -155,6 +155,10 @@ class ScanLimits:
 
 
 _DEFAULT_LIMITS = ScanLimits()
+#: for updates the server itself merged from accepted ones (a broadcast): bounded by what
+#: was accepted, not by one client's limits
+INTERNAL_LIMITS = ScanLimits(max_bytes=1 << 30, max_structs=1 << 30, max_clients=1 << 20,
+                              max_delete_ranges=1 << 30)
 
 Ref = tuple[int, int]
 
@@ -196,6 +200,10 @@ class ScanResult:
     #: client -> clocks k where k-1 and k are the two halves of one surrogate pair
     #: inside a string item (a document whose state ends at k would cut it)
     surrogate_splits: dict[int, frozenset[int]] = field(default_factory=dict, repr=False)
+    #: client -> byte range [start, end) of its struct section (Skip-only sections too), and
+    #: the byte offset of the delete set: what :func:`without_clients` slices
+    sections: dict[int, tuple[int, int]] = field(default_factory=dict, repr=False)
+    ds_offset: int = -1
 
 
 # --------------------------------------------------------------------------- low level
@@ -506,6 +514,7 @@ def _scan(data: bytes, ln: int, limits: ScanLimits) -> ScanResult:
     parent_ids: list[tuple[int, int, int]] = []  # (client, clock, byte offset)
     splits: dict[int, set[int]] = {}  # clocks inside a surrogate pair, per client
     kinds: dict[int, list[int]] = {}  # content ref of every non-Skip struct, per client
+    sections: dict[int, tuple[int, int]] = {}
 
     for _ in range(n_clients):
         section_at = pos
@@ -786,6 +795,7 @@ def _scan(data: bytes, ln: int, limits: ScanLimits) -> ScanResult:
             client_kinds.append(ref)
             clock = end
 
+        sections[client] = (section_at, pos)
         if first >= 0:
             clients[client] = (first, last_end)
             items[client] = tuple(client_items)
@@ -886,8 +896,42 @@ def _scan(data: bytes, ln: int, limits: ScanLimits) -> ScanResult:
         gaps=gaps,
         items=items,
         surrogate_splits={c: frozenset(v) for c, v in splits.items()},
+        sections=sections,
+        ds_offset=ds_at,
     )
     return result
+
+
+def without_clients(update: bytes, scan: ScanResult, drop: set[int] | frozenset[int]) -> bytes:
+    """``update`` (scanned as ``scan``) without the struct sections of the clients in ``drop``.
+
+    What ``get_update(update, state vector {c: MAX_CLOCK for c in drop})`` answers, by
+    slicing the encoding instead of integrating it into a document: the other clients'
+    sections byte for byte, then the delete set whole (deletions of dropped clients' content
+    stay: a receiver that has that content applies them, one that does not ignores them).
+    """
+    keep = [r for c, r in scan.sections.items() if c not in drop]
+    out = bytearray()
+    _put_varuint(out, len(keep))
+    for a, b in keep:
+        out += update[a:b]
+    out += update[scan.ds_offset:]
+    return bytes(out)
+
+
+def update_client_ids(update: bytes) -> frozenset[int]:
+    """The client ids with a struct section in ``update`` (a valid update: one already
+    accepted). An update with one section, what a live edit is, is read from its first
+    three numbers; anything else is scanned."""
+    try:
+        n, pos = _varuint(update, 0, "client count")
+        if n == 1:
+            _n_structs, pos = _varuint(update, pos, "struct count")
+            client, _ = _varuint(update, pos, "client id")
+            return frozenset((client,))
+    except (ScanError, IndexError):
+        pass  # scanned below, which names the problem
+    return frozenset(scan_update(update, INTERNAL_LIMITS).sections)
 
 
 # --------------------------------------------------------------------------- state vectors

@@ -43,6 +43,8 @@ from syncd.update_scan import (
     is_duplicate,
     missing_dependencies,
     scan_update,
+    update_client_ids,
+    without_clients,
 )
 
 # --------------------------------------------------------------------------- byte builders
@@ -1254,3 +1256,57 @@ def test_all_names_exported():
     assert list(itertools.islice(ScanResult.__dataclass_fields__, 9)) == [
         "clients", "roots", "refs", "delete_set", "struct_count", "content_types",
         "has_nested_types", "map_keys", "is_empty"]
+
+
+# --------------------------------------------------------------------------- slicing (fan-out)
+
+
+def test_no_client_dropped_reproduces_the_update(corpus):
+    for _author, u in corpus["log"]:
+        assert without_clients(u, scan_update(u), frozenset()) == u
+    merged = pycrdt.merge_updates(*(u for _, u in corpus["log"]))
+    assert without_clients(merged, scan_update(merged), frozenset()) == merged
+
+
+def test_update_client_ids_names_every_section(corpus):
+    for author, u in corpus["log"]:
+        scan = scan_update(u)
+        assert update_client_ids(u) == frozenset(scan.sections)
+        assert set(scan.clients) <= set(scan.sections) <= {author} | set(scan.clients)
+    merged = pycrdt.merge_updates(*(u for _, u in corpus["log"]))
+    assert update_client_ids(merged) == {A, B, C}
+
+
+def _roots(doc: Doc) -> dict[str, object]:
+    job = {k: "<subdoc>" if isinstance(v, Doc) else v for k, v in doc.get("job", type=Map).to_py().items()}
+    return {"job": job, "log": str(doc.get("log", type=Text)),
+            "items": doc.get("items", type=Array).to_py(), "doc": str(doc.get("doc", type=XmlFragment))}
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_without_clients_equals_get_update_above_the_dropped_state(corpus, data):
+    """Slicing a merge equals pycrdt's get_update with the dropped clients at MAX_CLOCK: a
+    replica holding the dropped clients' content ends with the whole merge either way."""
+    log = corpus["log"]
+    lo = data.draw(st.integers(0, len(log) - 1))
+    hi = data.draw(st.integers(lo + 1, len(log)))
+    drop = frozenset(data.draw(st.sets(st.sampled_from([A, B, C]))))
+    merged = pycrdt.merge_updates(*(u for _, u in log[:hi]))
+    window = pycrdt.merge_updates(*(u for _, u in log[lo:hi]))  # what one flush merges
+    ours = without_clients(window, scan_update(window), drop)
+    ref = pycrdt.get_update(window, encode_state_vector({c: MAX_CLOCK for c in drop}))
+    assert not (update_client_ids(ours) & drop)
+    base = pycrdt.merge_updates(*(u for _, u in log[:lo])) if lo else None
+    own = pycrdt.get_update(window, encode_state_vector({c: MAX_CLOCK for c in {A, B, C} - drop}))
+    want = Doc()
+    want.apply_update(merged)
+    results = []
+    for answer in (ours, ref):
+        replica = Doc()  # the sender: what it had before the window, plus its own writes
+        if base is not None:
+            replica.apply_update(base)
+        replica.apply_update(own)
+        replica.apply_update(answer)
+        results.append((sv_of(replica), _roots(replica)))
+    assert results[0] == results[1] == (sv_of(want), _roots(want))
