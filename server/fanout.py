@@ -129,22 +129,24 @@ class Room:
         # A sender gets the merge minus the struct sections of its own client ids: the merge
         # is scanned once, then sliced per sender (its own deletions stay in the delete set:
         # harmless).
+        own: dict[Member, list[bytes]] = {}
+        for u, _, ex in pending:
+            for m in ex:
+                own.setdefault(m, []).append(u)
+        newest_first = sorted(pending, key=lambda p: p[1], reverse=True)
         sections: ScanResult | None = None
-        for m in senders:
-            if m not in self.members:
-                continue
-            own = [u for u, _, ex in pending if m in ex]
-            rest = [(u, s) for u, s, ex in pending if m not in ex]
-            if not rest:
-                continue
+        for m, mine in own.items():
+            if m not in self.members or len(mine) == len(pending):
+                continue  # gone, or nothing in this flush is from anyone else
             if sections is None:
                 sections = _scan_merged(merged)
-            others = _without_clients(merged, sections, own) if sections is not None else None
+            others = _without_clients(merged, sections, mine) if sections is not None else None
             if others is None:
-                for u, s in rest:
-                    m.deliver(update_message(u), s)
+                for u, s, ex in pending:
+                    if m not in ex:
+                        m.deliver(update_message(u), s)
             else:
-                m.deliver(update_message(others), max(s for _, s in rest))
+                m.deliver(update_message(others), next(s for _, s, ex in newest_first if m not in ex))
 
     def _send_update(self, message: bytes, seq: int, exclude: tuple[Member, ...]) -> None:
         for m in list(self.members):

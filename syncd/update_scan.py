@@ -910,13 +910,19 @@ def without_clients(update: bytes, scan: ScanResult, drop: set[int] | frozenset[
     sections byte for byte, then the delete set whole (deletions of dropped clients' content
     stay: a receiver that has that content applies them, one that does not ignores them).
     """
-    keep = [r for c, r in scan.sections.items() if c not in drop]
-    out = bytearray()
-    _put_varuint(out, len(keep))
-    for a, b in keep:
-        out += update[a:b]
-    out += update[scan.ds_offset:]
-    return bytes(out)
+    secs = scan.sections
+    cut = sorted(secs[c] for c in drop if c in secs)
+    if not cut:
+        return update
+    head = bytearray()
+    _put_varuint(head, len(secs) - len(cut))
+    pieces = [bytes(head)]
+    pos = next(iter(secs.values()))[0]  # the sections follow the client count, in order
+    for a, b in cut:  # the kept sections between the cut ones, as runs of bytes
+        pieces.append(update[pos:a])
+        pos = b
+    pieces.append(update[pos:])
+    return b"".join(pieces)
 
 
 def update_client_ids(update: bytes) -> frozenset[int]:

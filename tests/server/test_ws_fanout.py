@@ -91,6 +91,31 @@ async def test_updates_of_one_turn_are_merged_and_senders_get_the_others():
     assert [(content(m), s) for m, s in b.got] == [(keys(u1, u3), 3)]
 
 
+async def test_a_sender_gets_the_newest_seq_of_what_others_wrote_and_nothing_when_all_is_its_own():
+    room = Room("job:x")
+    a, b, c = FakeMember(), FakeMember(), FakeMember()
+    for m in (a, b, c):
+        room.members[m] = None
+    u1, u2, u3 = updates(3, one_client=False)
+    room.pushing(u1, b)
+    room.pushing(u3, a)
+    room.committed(u1, 1, local=True)
+    room.committed(u2, 2, local=True)
+    room.committed(u3, 3, local=True)
+    await asyncio.sleep(0)
+    assert [(content(m), s) for m, s in a.got] == [(keys(u1, u2), 2)]  # its own u3 is the newest
+    assert [(content(m), s) for m, s in b.got] == [(keys(u2, u3), 3)]
+    assert [(content(m), s) for m, s in c.got] == [(keys(u1, u2, u3), 3)]
+    v1, v2 = updates(2)  # one device, two edits in one turn: nothing for it, both for the others
+    room.pushing(v1, a)
+    room.pushing(v2, a)
+    room.committed(v1, 4, local=True)
+    room.committed(v2, 5, local=True)
+    await asyncio.sleep(0)
+    assert len(a.got) == 1
+    assert [(content(m), s) for m, s in b.got[1:]] == [(keys(v1, v2), 5)]
+
+
 async def test_refused_or_duplicate_push_drops_its_mark():
     room = Room("job:x")
     a, b = FakeMember(), FakeMember()

@@ -1261,11 +1261,19 @@ def test_all_names_exported():
 # --------------------------------------------------------------------------- slicing (fan-out)
 
 
-def test_no_client_dropped_reproduces_the_update(corpus):
-    for _author, u in corpus["log"]:
-        assert without_clients(u, scan_update(u), frozenset()) == u
+def test_dropping_clients_keeps_the_other_sections_byte_for_byte(corpus):
     merged = pycrdt.merge_updates(*(u for _, u in corpus["log"]))
-    assert without_clients(merged, scan_update(merged), frozenset()) == merged
+    for u in [u for _, u in corpus["log"]] + [merged]:
+        scan = scan_update(u)
+        assert without_clients(u, scan, frozenset()) == u
+        clients = list(scan.sections)
+        for k in range(1, len(clients) + 1):
+            for drop in itertools.combinations(clients, k):
+                out = without_clients(u, scan, frozenset(drop))
+                got = scan_update(out)
+                assert list(got.sections) == [c for c in clients if c not in drop]
+                assert all(out[slice(*got.sections[c])] == u[slice(*scan.sections[c])] for c in got.sections)
+                assert out[got.ds_offset:] == u[scan.ds_offset:]
 
 
 def test_update_client_ids_names_every_section(corpus):
