@@ -396,7 +396,9 @@ class LiveConnection:
             room.pushing(update, self)
         committed = False
         try:
-            ack = await asyncio.shield(self.svc.engine.push(self.principal, self.doc_id, update))
+            # the engine's future, shielded: a connection closing while the commit runs does
+            # not cancel it (and no task is created per push for that)
+            ack = await asyncio.shield(self.svc.engine.submit(self.principal, self.doc_id, update))
             committed = not ack.duplicate
         except SyncError as e:
             if isinstance(e, _AUDITED):

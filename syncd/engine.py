@@ -201,6 +201,13 @@ class SyncEngine:
     # --- push ---------------------------------------------------------------------------
     async def push(self, principal: Principal, doc_id: str, update: bytes) -> PushAck:
         """Accept one update; returns once it is durable and projected (or raises SyncError)."""
+        return await self.submit(principal, doc_id, update)
+
+    def submit(self, principal: Principal, doc_id: str, update: bytes) -> "asyncio.Future[PushAck]":
+        """:meth:`push` without the coroutine: checks the update's envelope now (raising
+        SyncError), queues it and returns the future of its acknowledgement. Cancelling what
+        awaits the future does not withdraw the update (the WebSocket path relies on that: a
+        connection that goes away does not take an accepted edit with it)."""
         if self._task is None:
             raise Unavailable("the sync engine is not running")
         if not isinstance(update, (bytes, bytearray)):
@@ -212,9 +219,9 @@ class SyncEngine:
             parse_doc_id(doc_id)
         except ValueError as e:
             raise MalformedUpdate(str(e)) from None
-        fut = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[PushAck] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Submission(principal, doc_id, bytes(update), fut))
-        return await fut
+        return fut
 
     async def _run(self) -> None:
         while True:
