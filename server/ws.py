@@ -52,7 +52,7 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from schema.documents import parse_doc_id
-from syncd.errors import ClientIdConflict, Forbidden as SyncForbidden, SyncError, UnknownDocument
+from syncd.errors import ClientIdConflict, Forbidden as SyncForbidden, SyncError, Unavailable, UnknownDocument
 from syncd.protocol import Principal
 
 from . import policy, replication
@@ -223,6 +223,9 @@ class LiveConnection:
         self._held: list[tuple[bytes, int]] = []
         self._finished = asyncio.Event()
         self._inflight = asyncio.Semaphore(settings.max_inflight_pushes)
+        self._pushing = 0  # submitted, not settled
+        self._drained = asyncio.Event()
+        self._drained.set()
         self._tg: asyncio.TaskGroup | None = None
         self._writer: asyncio.Task[None] | None = None
         self._room: Room | None = None
@@ -275,7 +278,8 @@ class LiveConnection:
                     await self._finished.wait()
                 if self._writer is not None:
                     self._writer.cancel()
-                self._leave()  # pushes still in flight finish (the engine owns them) below
+                self._leave()
+                await self._drained.wait()  # pushes in flight settle (refusals audited) in the group
         finally:
             if timer is not None:
                 timer.cancel()
@@ -355,8 +359,7 @@ class LiveConnection:
                 self._put(a.data)
             elif isinstance(a, Push):
                 await self._inflight.acquire()  # back-pressure: stop reading when too many are pending
-                assert self._tg is not None
-                self._tg.create_task(self._push(a.update))
+                self._submit(a.update)
             elif isinstance(a, AnswerStep1):
                 await self._answer_step1(a.state_vector)
             elif isinstance(a, RelayAwareness):
@@ -389,28 +392,45 @@ class LiveConnection:
                 if s > seq:
                     self._put(message)
 
-    async def _push(self, update: bytes) -> None:
-        # Tasks start in creation order, so the engine receives updates in frame order.
+    def _submit(self, update: bytes) -> None:
+        """Hand one update to the engine, in frame order; its ack settles in :meth:`_pushed`
+        (no task per push: the engine's future calls back)."""
         room = self._room
         if room is not None:
             room.pushing(update, self)
+        self._pushing += 1
+        self._drained.clear()
+        try:
+            fut = self.svc.engine.submit(self.principal, self.doc_id, update)
+        except SyncError as e:  # refused before queueing (size, envelope): the same path
+            fut = asyncio.get_running_loop().create_future()
+            fut.set_exception(e)
+        fut.add_done_callback(lambda f: self._pushed(f, update, room))
+
+    def _pushed(self, fut: "asyncio.Future[Any]", update: bytes, room: Room | None) -> None:
         committed = False
         try:
-            # the engine's future, shielded: a connection closing while the commit runs does
-            # not cancel it (and no task is created per push for that)
-            ack = await asyncio.shield(self.svc.engine.submit(self.principal, self.doc_id, update))
-            committed = not ack.duplicate
-        except SyncError as e:
-            if isinstance(e, _AUDITED):
-                await audit_refusal(self.ws, f"{e.code}: {e.message}", auth=self.auth, resource=self.doc_id)
-            await self._perform(self.session.push_refused(e))
-        except Exception:
-            log.exception("push to %s failed", self.doc_id)
-            self.close(CLOSE_INTERNAL, "internal error")
+            err = fut.exception() if not fut.cancelled() else Unavailable("the sync engine stopped; retry")
+            if err is None:
+                committed = not fut.result().duplicate
+            elif isinstance(err, SyncError):
+                assert self._tg is not None  # run() keeps its task group open until every push settled
+                self._tg.create_task(self._refused(err))
+            else:
+                log.error("push to %s failed: %s: %s", self.doc_id, type(err).__name__, err)
+                self.close(CLOSE_INTERNAL, "internal error")
         finally:
             if room is not None:
                 room.push_settled(update, self, committed)
             self._inflight.release()
+            self._pushing -= 1
+            if not self._pushing:
+                self._drained.set()
+
+    async def _refused(self, e: SyncError) -> None:
+        if isinstance(e, _AUDITED):
+            await audit_refusal(self.ws, f"{e.code}: {e.message}", auth=self.auth, resource=self.doc_id)
+        await self._perform(self.session.push_refused(e))
 
 
 # --- app wiring ---------------------------------------------------------------------------------
