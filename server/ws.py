@@ -180,6 +180,9 @@ async def sync_endpoint(ws: WebSocket) -> None:
 
 # --- one connection ---------------------------------------------------------------------------
 
+_DETACHED: set[asyncio.Task[None]] = set()  # refusals outliving their connection's task group
+
+
 class _Outbox:
     """A bounded FIFO of frames for the writer."""
 
@@ -414,8 +417,7 @@ class LiveConnection:
             if err is None:
                 committed = not fut.result().duplicate
             elif isinstance(err, SyncError):
-                assert self._tg is not None  # run() keeps its task group open until every push settled
-                self._tg.create_task(self._refused(err))
+                self._spawn(self._refused(err))
             else:
                 log.error("push to %s failed: %s: %s", self.doc_id, type(err).__name__, err)
                 self.close(CLOSE_INTERNAL, "internal error")
@@ -426,6 +428,18 @@ class LiveConnection:
             self._pushing -= 1
             if not self._pushing:
                 self._drained.set()
+
+    def _spawn(self, coro: Any) -> None:
+        """Run ``coro`` in the connection's task group (run() keeps it open until every push
+        settled); if the group already failed, on its own, so a refusal is still audited."""
+        try:
+            if self._tg is None:
+                raise RuntimeError("no task group")
+            self._tg.create_task(coro)
+        except RuntimeError:
+            task = asyncio.get_running_loop().create_task(coro)
+            _DETACHED.add(task)
+            task.add_done_callback(_DETACHED.discard)
 
     async def _refused(self, e: SyncError) -> None:
         if isinstance(e, _AUDITED):
