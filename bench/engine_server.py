@@ -196,7 +196,7 @@ async def fanout_one_doc(ctx: Context):
     ours (SQLite, PostgreSQL), Hocuspocus 4.7 and pycrdt-websocket 0.16."""
     require_node()
     ns = [50, 200] if not ctx.quick else [50]
-    rates = [50, 100, 200, 400, 800, 1600, 3200] if not ctx.quick else [100, 800]
+    rates = [50, 100, 200, 400, 800, 1600, 2400, 3200, 4800] if not ctx.quick else [100, 800]
     seconds = ctx.size(5, 1.5)
     drain = ctx.size(3, 1.5)
     servers: list[tuple[str, Any]] = [("ours-sqlite", lambda: ours(ctx, "sqlite"))]
