@@ -133,12 +133,13 @@ class Room:
         for u, _, ex in pending:
             for m in ex:
                 own.setdefault(m, []).append(u)
-        newest_first = sorted(pending, key=lambda p: p[1], reverse=True)
+        newest_first: list[tuple[bytes, int, tuple[Member, ...]]] = []
         sections: ScanResult | None = None
         for m, mine in own.items():
             if m not in self.members or len(mine) == len(pending):
                 continue  # gone, or nothing in this flush is from anyone else
-            if sections is None:
+            if not newest_first:  # the first sender that needs a copy: scan and order once
+                newest_first = sorted(pending, key=lambda p: p[1], reverse=True)
                 sections = _scan_merged(merged)
             others = _without_clients(merged, sections, mine) if sections is not None else None
             if others is None:

@@ -32,7 +32,6 @@ def test_apply_freezes_what_is_alive_and_undo_restores():
     try:
         assert previous == before
         assert gc.get_threshold() == (900, 11, 12345)
-        assert gc.get_freeze_count() > frozen_before
         assert gc.get_freeze_count() >= frozen_before + len(keep)
     finally:
         gc_policy.undo(previous)
